@@ -1,0 +1,83 @@
+"""The event contract: every namespace, event name and payload shape, defined once.
+
+The web replicas, the worker, the demo page's tests and the load tests import these names; no
+event name is spelt as a string literal anywhere else. Payloads are validated with pydantic, so a
+malformed payload becomes one clear error for its sender instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+# Namespaces.
+MAIN_NAMESPACE = "/"
+CHAT_NAMESPACE = "/chat"
+ECHO_NAMESPACE = "/echo"
+
+
+class Event:
+    """Socket.IO event names, grouped by who sends them."""
+
+    # Client -> server, main namespace (compatible with Flask-SocketIO's example app).
+    MY_EVENT = "my_event"
+    MY_BROADCAST_EVENT = "my_broadcast_event"
+    JOIN = "join"
+    LEAVE = "leave"
+    CLOSE_ROOM = "close_room"
+    MY_ROOM_EVENT = "my_room_event"
+    MY_PING = "my_ping"
+    DISCONNECT_REQUEST = "disconnect_request"
+    SERVER_INFO = "server_info"
+    ASK_CLIENT = "ask_client"  # the server asks the client something and waits for its ack
+
+    # Server -> client, main namespace.
+    MY_RESPONSE = "my_response"
+    CLIENT_QUESTION = "client_question"
+    ERROR_RESPONSE = "error_response"
+
+    # Unnamed events, both directions (`send()`).
+    MESSAGE = "message"
+    JSON = "json"
+
+    # Chat namespace.
+    CHAT_JOIN = "join"
+    CHAT_SAY = "say"
+    CHAT_MESSAGE = "chat_message"
+
+    # Echo namespace: acks carry the arguments back unchanged (several arguments -> a tuple).
+    ECHO = "echo"
+    SUM = "sum"
+
+
+class Payload(BaseModel):
+    """Base for client payloads: unknown keys are ignored, types are not coerced."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class DataPayload(Payload):
+    data: Any
+
+
+class RoomPayload(Payload):
+    room: StrictStr = Field(min_length=1, max_length=200)
+
+
+class RoomDataPayload(RoomPayload):
+    data: Any
+
+
+class ChatJoinPayload(RoomPayload):
+    name: StrictStr = Field(default="anonymous", min_length=1, max_length=50)
+
+
+class ChatSayPayload(Payload):
+    room: StrictStr = Field(min_length=1, max_length=200)
+    text: StrictStr = Field(min_length=1, max_length=2000)
+
+
+def user_room(user_id: str) -> str:
+    """The room every connection of an authenticated user joins, on whichever replica it is."""
+    return f"user:{user_id}"

@@ -1,0 +1,131 @@
+"""The one place configuration is read from the environment.
+
+`load_settings()` parses the environment once into a typed, validated `Settings` object that is
+passed down to everything else; no other module reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import socket
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+# Development defaults for the secrets: refused when APP_ENV=production.
+DEV_SECRET_KEY = "dev-secret-key-not-for-production"
+DEV_API_KEY = "dev-api-key-not-for-production"
+DEV_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+MIN_SECRET_LENGTH = 32
+
+
+def _own_address() -> str:
+    """The IP address other containers reach this one at (loopback outside containers)."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+class Settings(BaseSettings):
+    """Every setting of the stack. Each field is read from the upper-cased environment variable."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    app_env: Literal["development", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Broker. The channel is the fan-out exchange every replica and the worker share.
+    amqp_url: SecretStr = SecretStr(DEV_AMQP_URL)
+    socketio_channel: str = "flask-socketio"
+
+    # Secrets.
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    api_key: SecretStr = SecretStr(DEV_API_KEY)
+
+    # This web process. The replica address is where nginx reaches it; it is embedded in every
+    # Engine.IO session id so nginx can route a session's requests back here (see nginx/).
+    web_host: str = "0.0.0.0"
+    web_port: int = Field(5000, ge=1, le=65535)
+    replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    replica_address: str = ""
+    max_clients_per_replica: int = Field(10_000, ge=1)
+
+    # Engine.IO / Socket.IO.
+    cors_allowed_origins: Annotated[list[str], NoDecode] = []  # empty: same origin only
+    ping_interval: int = Field(25, ge=1)
+    ping_timeout: int = Field(20, ge=1)
+    max_message_bytes: int = Field(1_000_000, ge=1024)
+
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _no_wildcard_origin(cls, origins: list[str]) -> list[str]:
+        if "*" in origins:
+            raise ValueError("'*' would disable the origin check; list the allowed origins")
+        return origins
+
+    @model_validator(mode="after")
+    def _derive_and_check(self) -> Settings:
+        if not self.replica_address:
+            object.__setattr__(self, "replica_address", f"{_own_address()}:{self.web_port}")
+        host, _, port = self.replica_address.rpartition(":")
+        try:
+            socket.inet_aton(host)
+        except OSError:
+            raise ValueError(f"REPLICA_ADDRESS must be IPv4:port, got {self.replica_address!r}")
+        if not port.isdigit():
+            raise ValueError(f"REPLICA_ADDRESS must be IPv4:port, got {self.replica_address!r}")
+        if self.app_env == "production":
+            self._refuse_development_secrets()
+        return self
+
+    def _refuse_development_secrets(self) -> None:
+        for name, value, placeholder in (
+            ("SECRET_KEY", self.secret_key, DEV_SECRET_KEY),
+            ("API_KEY", self.api_key, DEV_API_KEY),
+        ):
+            secret = value.get_secret_value()
+            if secret == placeholder or len(secret) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"{name} must be set to a random value of at least {MIN_SECRET_LENGTH} "
+                    "characters when APP_ENV=production"
+                )
+        if "guest:guest@" in self.amqp_url.get_secret_value():
+            raise ValueError("AMQP_URL must not use the guest account when APP_ENV=production")
+
+    @property
+    def replica_host(self) -> str:
+        return self.replica_address.rpartition(":")[0]
+
+
+def warn_about_unknown_variables(environ: dict[str, str]) -> list[str]:
+    """Warn about variables that look like a misspelt setting (AMPQ_URL for AMQP_URL)."""
+    known = {name.upper() for name in Settings.model_fields}
+    warnings = []
+    for name in environ:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            warnings.append(f"environment variable {name} is not a setting; did you mean {close[0]}?")
+    for warning in warnings:
+        log.warning(warning)
+    return warnings
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; keyword overrides are for tests and entry points."""
+    warn_about_unknown_variables(dict(os.environ))
+    return Settings(**overrides)

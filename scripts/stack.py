@@ -1,0 +1,345 @@
+"""Run the whole stack natively, in the foreground: `make run` (and the integration tests' fixture).
+
+It starts, each in its own process group:
+  * RabbitMQ, a private broker in a temporary directory (unless --amqp-url names one),
+  * --replicas web replicas (gunicorn, one gevent-websocket worker each) on free loopback ports,
+  * --workers worker processes (when the worker package provides its entry point),
+  * nginx on 127.0.0.1:--port, from nginx/socketio.conf.template.
+Ctrl-C or SIGTERM stops everything it started and removes the temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NGINX_DIR = ROOT / "nginx"
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # Debian's, without its su wrapper
+STOP_TIMEOUT = 12.0  # every process gets this long after SIGTERM before SIGKILL
+
+
+class MissingDependency(RuntimeError):
+    """A program the stack needs is not installed; the message says how to install it."""
+
+
+class StartupFailed(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float, process: Process | None = None) -> None:
+    """Wait until `url` answers 200, or fail early if the process serving it exits."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        if process is not None and process.popen.poll() is not None:
+            raise StartupFailed(f"{process.name} exited with {process.popen.returncode}"
+                                f"{process.log_hint()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last_error = exc
+        time.sleep(0.1)
+    raise StartupFailed(f"{url} not ready after {timeout:.0f}s: {last_error}")
+
+
+def render(template: Path, destination: Path, values: dict[str, str]) -> None:
+    """Fill ${NGINX_*} placeholders and leave nginx's own $variables alone (like envsubst)."""
+    destination.write_text(string.Template(template.read_text()).safe_substitute(values))
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path | None
+    stop_signal: int = signal.SIGTERM
+    signal_group: bool = False  # RabbitMQ's script does not pass SIGTERM on to the VM
+
+    def log_hint(self) -> str:
+        if self.log_path and self.log_path.exists():
+            tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+            return f"; last lines of {self.log_path}:\n    " + "\n    ".join(tail)
+        return ""
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def send(self, sig: int) -> None:
+        try:
+            if self.signal_group:
+                os.killpg(self.popen.pid, sig)
+            else:
+                self.popen.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    def kill_group(self) -> None:
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class Replica:
+    index: int
+    port: int
+    process: Process | None = None
+
+    @property
+    def replica_id(self) -> str:
+        return f"web-{self.index}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Stack:
+    replicas: int = 3
+    port: int = 8080
+    amqp_url: str | None = None
+    workers: int = 1
+    log_to_files: bool = False  # tests: one log file per process instead of the terminal
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(tempfile.mkdtemp(prefix="realtime-stack-"))
+        self.processes: list[Process] = []
+        self.web: list[Replica] = []
+        self.worker_processes: list[Process] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- starting -----------------------------------------------------------------------------
+
+    def start(self) -> Stack:
+        try:
+            check_installed(need_rabbitmq=self.amqp_url is None)
+            if self.amqp_url is None:
+                self.amqp_url = self._start_rabbitmq()
+            for index in range(1, self.replicas + 1):
+                self.web.append(Replica(index=index, port=free_port()))
+            for replica in self.web:
+                self.start_replica(replica, wait=False)
+            for replica in self.web:
+                wait_for_http(f"{replica.url}/readyz", 30, replica.process)
+            self._start_workers()
+            self._start_nginx()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None,
+               **process_options) -> Process:
+        log_path = self.run_dir / f"{name}.log" if self.log_to_files else None
+        output = open(log_path, "ab") if log_path else None
+        popen = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, **self.extra_env, **(env or {})},
+            stdout=output, stderr=subprocess.STDOUT if output else None,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        if output:
+            output.close()
+        process = Process(name, popen, log_path, **process_options)
+        self.processes.append(process)
+        return process
+
+    def _start_rabbitmq(self) -> str:
+        home = self.run_dir / "rabbitmq"
+        home.mkdir()
+        amqp_port, dist_port, epmd_port = free_port(), free_port(), free_port()
+        (home / "enabled_plugins").write_text("[].\n")
+        # loopback_users = none lets the guest account in, which is safe: it listens on loopback only.
+        (home / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{amqp_port}\nloopback_users = none\n")
+        env = {
+            "HOME": str(home),  # the Erlang cookie goes here
+            "ERL_EPMD_PORT": str(epmd_port),
+            "RABBITMQ_NODENAME": f"rabbit-{amqp_port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(amqp_port),
+            "RABBITMQ_DIST_PORT": str(dist_port),
+            "RABBITMQ_MNESIA_BASE": str(home / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(home / "log"),
+            "RABBITMQ_LOGS": "-",
+            "RABBITMQ_CONFIG_FILE": str(home / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(home / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(home / "rabbitmq.pid"),
+        }
+        # Our own epmd, so that nothing is left running after the stack stops.
+        self._spawn("epmd", ["epmd", "-port", str(epmd_port)])
+        broker = self._spawn("rabbitmq", [RABBITMQ_SERVER], env, signal_group=True)
+        url = f"amqp://guest:guest@127.0.0.1:{amqp_port}//"
+        wait_for_broker(url, 60, broker)
+        return url
+
+    def replica_env(self, replica: Replica) -> dict[str, str]:
+        return {
+            "AMQP_URL": self.amqp_url or "",
+            "REPLICA_ID": replica.replica_id,
+            "WEB_HOST": "127.0.0.1",
+            "WEB_PORT": str(replica.port),
+            "REPLICA_ADDRESS": f"127.0.0.1:{replica.port}",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def start_replica(self, replica: Replica, wait: bool = True) -> None:
+        replica.process = self._spawn(
+            replica.replica_id,
+            [sys.executable, "-m", "gunicorn", "-c", "web/gunicorn.conf.py", "web.wsgi:app"],
+            self.replica_env(replica))
+        if wait:
+            wait_for_http(f"{replica.url}/readyz", 30, replica.process)
+
+    def _start_workers(self) -> None:
+        if not (ROOT / "worker" / "__main__.py").exists():
+            return
+        for index in range(1, self.workers + 1):
+            self.worker_processes.append(self._spawn(
+                f"worker-{index}", [sys.executable, "-m", "worker"],
+                {"AMQP_URL": self.amqp_url or "", "REPLICA_ID": f"worker-{index}",
+                 "PYTHONUNBUFFERED": "1"}))
+
+    def nginx_values(self) -> dict[str, str]:
+        return {
+            "NGINX_LISTEN": f"127.0.0.1:{self.port}",
+            "NGINX_UPSTREAM_SERVERS": " ".join(
+                f"server 127.0.0.1:{replica.port};" for replica in self.web),
+            "NGINX_WEB_BACKEND": "web_replicas",
+            "NGINX_RESOLVER": "",
+            "NGINX_REPLICA_NETWORKS": "127.0.0.0/8 1;",
+            "NGINX_REPLICA_PORTS": "|".join(str(replica.port) for replica in self.web),
+            "NGINX_RUN_DIR": str(self.run_dir),
+        }
+
+    def _start_nginx(self) -> None:
+        values = self.nginx_values()
+        render(NGINX_DIR / "socketio.conf.template", self.run_dir / "socketio.conf", values)
+        render(NGINX_DIR / "native.conf.template", self.run_dir / "nginx.conf", values)
+        nginx = ["nginx", "-p", str(self.run_dir), "-c", str(self.run_dir / "nginx.conf")]
+        check = subprocess.run([*nginx, "-t", "-q"], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise StartupFailed(f"nginx rejected its configuration:\n{check.stderr}")
+        process = self._spawn("nginx", nginx)
+        wait_for_http(f"{self.url}/healthz", 15, process)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """SIGTERM everything at once, SIGKILL what is left after STOP_TIMEOUT, clean up."""
+        for process in reversed(self.processes):
+            if process.running():
+                process.send(process.stop_signal)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for process in self.processes:
+            try:
+                process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for process in self.processes:  # also the children a process group leader left behind
+            process.kill_group()
+            process.popen.wait()
+        self.processes.clear()
+        if not self.log_to_files:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def failed_processes(self) -> list[Process]:
+        return [p for p in self.processes if not p.running()]
+
+
+def wait_for_broker(url: str, timeout: float, process: Process | None = None) -> None:
+    import kombu  # only the broker check needs it; keeps `--help` instant
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and not process.running():
+            raise StartupFailed(f"{process.name} exited with {process.popen.returncode}"
+                                f"{process.log_hint()}")
+        try:
+            with kombu.Connection(url, connect_timeout=1) as connection:
+                connection.ensure_connection(max_retries=1)
+                return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise StartupFailed(f"RabbitMQ at {url} not reachable after {timeout:.0f}s: {exc}")
+            time.sleep(0.3)
+
+
+def check_installed(need_rabbitmq: bool) -> None:
+    missing = []
+    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+        missing.append("nginx")
+    if need_rabbitmq and not Path(RABBITMQ_SERVER).exists():
+        missing.append("rabbitmq-server")
+    if missing:
+        raise MissingDependency(
+            f"{' and '.join(missing)} not installed. On Debian or Ubuntu: "
+            f"sudo apt-get install -y {' '.join(missing)}"
+            + ("  (or point --amqp-url / AMQP_URL at a running RabbitMQ)"
+               if "rabbitmq-server" in missing else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--amqp-url", default="",
+                        help="a running RabbitMQ; empty starts a private one")
+    args = parser.parse_args(argv)
+    if "/usr/sbin" not in os.environ.get("PATH", ""):
+        os.environ["PATH"] += ":/usr/sbin:/sbin"  # nginx lives there; not on every user's PATH
+
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    stack = Stack(replicas=args.replicas, port=args.port, workers=args.workers,
+                  amqp_url=args.amqp_url or None)
+    try:
+        stack.start()
+        print(f"\n  The stack is up: {stack.url}  ({args.replicas} replicas"
+              f"{', ' + str(len(stack.worker_processes)) + ' workers' if stack.worker_processes else ''}"
+              f", RabbitMQ {'private' if not args.amqp_url else 'at --amqp-url'})"
+              "\n  Ctrl-C stops it.\n", flush=True)
+        while not stopping:
+            for process in stack.failed_processes():
+                print(f"{process.name} exited with {process.popen.returncode}", file=sys.stderr)
+                stack.processes.remove(process)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    except (MissingDependency, StartupFailed) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping...", file=sys.stderr, flush=True)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

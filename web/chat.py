@@ -1,0 +1,51 @@
+"""The /chat namespace, written as a class-based Namespace: rooms of people talking."""
+
+from __future__ import annotations
+
+import time
+
+from flask import session
+from flask_socketio import Namespace, emit, join_room
+
+from common.contract import CHAT_NAMESPACE, ChatJoinPayload, ChatSayPayload, Event
+from web import current_settings, socketio
+from web.errors import BadRequest, report_error
+
+
+class ChatNamespace(Namespace):
+    """Each handler is `on_<event name>`; Flask-SocketIO dispatches by method name."""
+
+    def on_join(self, payload):
+        request = ChatJoinPayload.model_validate(payload)
+        session["chat_name"] = request.name
+        session.setdefault("chat_rooms", set()).add(request.room)
+        join_room(request.room)
+        self._say(request.room, "server", f"{request.name} joined {request.room}")
+        return {"room": request.room, "replica": current_settings().replica_id}
+
+    def on_say(self, payload):
+        request = ChatSayPayload.model_validate(payload)
+        if request.room not in session.get("chat_rooms", set()):
+            raise BadRequest(f"join room {request.room!r} before talking in it")
+        self._say(request.room, session["chat_name"], request.text)
+        return {"ok": True}
+
+    def _say(self, room: str, name: str, text: str) -> None:
+        emit(Event.CHAT_MESSAGE, {
+            "room": room,
+            "name": name,
+            "text": text,
+            "replica": current_settings().replica_id,
+            "sent_at": int(time.time() * 1000),
+        }, to=room)
+
+
+# Guard the method names against the event contract: a renamed event must rename its handler.
+assert hasattr(ChatNamespace, f"on_{Event.CHAT_JOIN}") and hasattr(ChatNamespace, f"on_{Event.CHAT_SAY}")
+
+socketio.on_namespace(ChatNamespace(CHAT_NAMESPACE))
+
+
+@socketio.on_error(CHAT_NAMESPACE)
+def on_chat_error(exc):
+    return report_error(exc)

@@ -1,0 +1,28 @@
+"""The /echo namespace: plain functions registered with `on_event`, a playground for payload types.
+
+Its errors have no handler of their own, so they reach `on_error_default` (web/events.py).
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+
+from common.contract import ECHO_NAMESPACE, Event
+from web import socketio
+from web.errors import BadRequest
+
+
+def echo(*args):
+    """Ack with the arguments unchanged: str, bytes, int, JSON, several of them (a tuple)."""
+    return args
+
+
+def sum_numbers(*numbers):
+    """Ack with the sum of numeric arguments; anything else is a clear error."""
+    if not numbers or not all(isinstance(n, Real) and not isinstance(n, bool) for n in numbers):
+        raise BadRequest("sum takes one or more numbers")
+    return sum(numbers)
+
+
+socketio.on_event(Event.ECHO, echo, namespace=ECHO_NAMESPACE)
+socketio.on_event(Event.SUM, sum_numbers, namespace=ECHO_NAMESPACE)

@@ -1,0 +1,179 @@
+"""Main namespace handlers: the Flask-SocketIO example app's contract, plus identity and errors.
+
+Replace these with your own; web/chat.py and web/echo.py show the other registration styles.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import request, session
+from flask_socketio import (
+    ConnectionRefusedError,
+    close_room,
+    disconnect,
+    emit,
+    join_room,
+    leave_room,
+    rooms,
+    send,
+)
+
+from common.auth import InvalidToken, user_from_token
+from common.contract import (
+    MAIN_NAMESPACE,
+    DataPayload,
+    Event,
+    RoomDataPayload,
+    RoomPayload,
+    user_room,
+)
+from web import current_settings, socketio
+from web.errors import BadRequest, report_error
+
+log = logging.getLogger(__name__)
+
+
+def _next_count() -> int:
+    """How many events this connection has sent, as the example app reports in `my_response`."""
+    session["receive_count"] = session.get("receive_count", 0) + 1
+    return session["receive_count"]
+
+
+@socketio.on("connect")
+def on_connect(auth=None):
+    """Anonymous without a token; with a valid JWT the connection joins its user's room."""
+    if auth is not None and not isinstance(auth, dict):
+        raise ConnectionRefusedError("auth must be an object like {\"token\": \"<jwt>\"}")
+    token = (auth or {}).get("token")
+    user_id = None
+    if token is not None:
+        try:
+            user_id = user_from_token(current_settings().secret_key.get_secret_value(), token)
+        except InvalidToken as exc:
+            log.info("refused connection %s: %s", request.sid, exc)
+            raise ConnectionRefusedError(str(exc))
+        join_room(user_room(user_id))
+    session["user_id"] = user_id
+    emit(Event.MY_RESPONSE, {"data": "Connected", "count": 0})
+
+
+@socketio.on("disconnect")
+def on_disconnect(reason=None):
+    log.debug("client %s disconnected: %s", request.sid, reason)
+
+
+@socketio.on(Event.MESSAGE)
+def on_message(message):
+    send(message)
+
+
+@socketio.on(Event.JSON)
+def on_json(data):
+    send(data, json=True)
+
+
+@socketio.on(Event.MY_EVENT)
+def on_my_event(payload):
+    data = DataPayload.model_validate(payload).data
+    emit(Event.MY_RESPONSE, {"data": data, "count": _next_count()})
+
+
+@socketio.on(Event.MY_BROADCAST_EVENT)
+def on_my_broadcast_event(payload):
+    data = DataPayload.model_validate(payload).data
+    emit(Event.MY_RESPONSE, {"data": data, "count": _next_count()}, broadcast=True)
+
+
+@socketio.on(Event.JOIN)
+def on_join(payload):
+    join_room(RoomPayload.model_validate(payload).room)
+    emit(Event.MY_RESPONSE, {"data": "In rooms: " + ", ".join(rooms()), "count": _next_count()})
+
+
+@socketio.on(Event.LEAVE)
+def on_leave(payload):
+    leave_room(RoomPayload.model_validate(payload).room)
+    emit(Event.MY_RESPONSE, {"data": "In rooms: " + ", ".join(rooms()), "count": _next_count()})
+
+
+@socketio.on(Event.CLOSE_ROOM)
+def on_close_room(payload):
+    room = RoomPayload.model_validate(payload).room
+    if room == request.sid or room.startswith(user_room("")):
+        raise BadRequest(f"room {room!r} belongs to a connection or a user and cannot be closed")
+    emit(Event.MY_RESPONSE, {"data": f"Room {room} is closing.", "count": _next_count()}, to=room)
+    close_room(room)
+
+
+@socketio.on(Event.MY_ROOM_EVENT)
+def on_my_room_event(payload):
+    message = RoomDataPayload.model_validate(payload)
+    emit(Event.MY_RESPONSE, {"data": message.data, "count": _next_count()}, to=message.room)
+
+
+@socketio.on(Event.MY_PING)
+def on_my_ping(payload=None):
+    """The ack is the answer; it carries the client's payload back (a timestamp, for latency)."""
+    return payload
+
+
+@socketio.on(Event.DISCONNECT_REQUEST)
+def on_disconnect_request():
+    def disconnect_after_client_saw_it():
+        disconnect()
+
+    emit(Event.MY_RESPONSE, {"data": "Disconnected!", "count": _next_count()},
+         callback=disconnect_after_client_saw_it)
+
+
+@socketio.on(Event.ASK_CLIENT)
+def on_ask_client(payload):
+    """Emit to the client with a callback: the client's ack comes back to this replica."""
+    question = DataPayload.model_validate(payload).data
+
+    def client_answered(answer=None):
+        emit(Event.MY_RESPONSE, {"data": {"question": question, "answer": answer},
+                                 "count": _next_count()})
+
+    emit(Event.CLIENT_QUESTION, {"data": question}, callback=client_answered)
+
+
+def _transport(sid: str) -> str | None:
+    try:
+        return socketio.server.transport(sid)
+    except KeyError:  # Flask-SocketIO's test client has no Engine.IO session
+        return None
+
+
+def server_info():
+    """Which replica and transport this connection is on (registered with `on_event` below)."""
+    settings = current_settings()
+    return {
+        "replica": settings.replica_id,
+        "address": settings.replica_address,
+        "pid": os.getpid(),
+        "async_mode": socketio.async_mode,
+        "transport": _transport(request.sid),
+        "sid": request.sid,
+        "user": session.get("user_id"),
+    }
+
+
+socketio.on_event(Event.SERVER_INFO, server_info, namespace=MAIN_NAMESPACE)
+
+
+@socketio.on("*")
+def on_unknown_event(event, *args):
+    raise BadRequest(f"unknown event {event!r}")
+
+
+@socketio.on_error(MAIN_NAMESPACE)
+def on_main_error(exc):
+    return report_error(exc)
+
+
+@socketio.on_error_default
+def on_any_other_error(exc):
+    return report_error(exc)

@@ -1,0 +1,36 @@
+"""gunicorn settings for one web replica. Scale by running more replicas, never more workers."""
+
+import logging
+import resource
+
+from common.settings import load_settings
+
+_settings = load_settings()
+
+bind = f"{_settings.web_host}:{_settings.web_port}"
+# One worker: a Socket.IO session (its long-polling requests, rooms, acks) lives in one process.
+workers = 1
+# gevent-websocket is installed, so engine.io requires its worker for WebSocket upgrades.
+worker_class = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
+# gunicorn's default of 1000 would cap the replica at 1000 clients.
+worker_connections = _settings.max_clients_per_replica
+preload_app = False  # the worker must monkey-patch before the app (and Kombu) is imported
+graceful_timeout = 10
+keepalive = 75
+accesslog = None
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+proc_name = f"web-{_settings.replica_id}"
+
+
+def on_starting(server):
+    """Each client holds a socket (two while polling); make sure the process may open them."""
+    wanted = 2 * _settings.max_clients_per_replica + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        logging.getLogger("gunicorn.error").warning(
+            "open-file limit %d is below the %d that %d clients need; raise `ulimit -n`",
+            hard, wanted, _settings.max_clients_per_replica)
