@@ -31,11 +31,18 @@ class Event:
     DISCONNECT_REQUEST = "disconnect_request"
     SERVER_INFO = "server_info"
     ASK_CLIENT = "ask_client"  # the server asks the client something and waits for its ack
+    START_JOB = "start_job"  # starts a `long_task` job for this connection (ack: {"job_id"})
 
     # Server -> client, main namespace.
     MY_RESPONSE = "my_response"
     CLIENT_QUESTION = "client_question"
     ERROR_RESPONSE = "error_response"
+
+    # Server -> client, pushed by the worker through the message queue.
+    NOTIFICATION = "notification"  # {"id", "data", "created_at" (ms since the epoch)}
+    JOB_PROGRESS = "job_progress"  # {"job_id", "step", "steps", "percent"}
+    JOB_DONE = "job_done"  # {"job_id", "result"}
+    SERVER_EVENT = "server_event"  # {"data", "count", "sent_at"}: the periodic broadcast
 
     # Unnamed events, both directions (`send()`).
     MESSAGE = "message"
@@ -76,6 +83,10 @@ class ChatJoinPayload(RoomPayload):
 class ChatSayPayload(Payload):
     room: StrictStr = Field(min_length=1, max_length=200)
     text: StrictStr = Field(min_length=1, max_length=2000)
+
+
+class StartJobPayload(Payload):
+    steps: int = Field(default=10, ge=1, le=100)
 
 
 def user_room(user_id: str) -> str:

@@ -1,0 +1,42 @@
+# `make` alone lists the targets. Python dependencies go into .venv from the lock files.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+REPLICAS ?= 3
+PORT ?= 8080
+WORKERS ?= 1
+AMQP_URL ?=
+PYTEST_ARGS ?=
+
+.PHONY: help install run test test-unit test-integration clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements/dev.lock
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.lock
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed ## install Python (.venv) and Node dependencies
+
+run: $(VENV)/.installed ## run the whole stack natively on 127.0.0.1:$(PORT) (REPLICAS, WORKERS, AMQP_URL)
+	$(PY) -m scripts.stack --replicas $(REPLICAS) --port $(PORT) --workers $(WORKERS) --amqp-url "$(AMQP_URL)"
+
+test: install ## run every test against the real stack (this is what CI runs)
+	scripts/pytest.sh $(PY) tests $(PYTEST_ARGS)
+
+test-unit: $(VENV)/.installed ## unit tests only: no network, seconds
+	scripts/pytest.sh $(PY) tests/unit $(PYTEST_ARGS)
+
+test-integration: install ## integration tests: private RabbitMQ, nginx, 3 replicas, the worker
+	scripts/pytest.sh $(PY) tests/integration $(PYTEST_ARGS)
+
+clean: ## remove the virtualenv, node_modules and test artifacts
+	rm -rf $(VENV) node_modules test-artifacts .pytest_cache
