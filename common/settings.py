@@ -62,6 +62,21 @@ class Settings(BaseSettings):
     ping_timeout: int = Field(20, ge=1)
     max_message_bytes: int = Field(1_000_000, ge=1024)
 
+    # Demo login: POST /api/demo/token issues a token for any user name. Anyone can then act as
+    # anyone, so it is on by default only in development.
+    demo_login: bool | None = None
+
+    # Worker and jobs.
+    job_retry_delays: Annotated[list[float], NoDecode] = [1.0, 5.0, 25.0]  # seconds; then dead-letter
+    server_event_interval: float = Field(10.0, ge=0)  # the periodic broadcast; 0 switches it off
+
+    @field_validator("job_retry_delays", mode="before")
+    @classmethod
+    def _split_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(delay) for delay in value.split(",") if delay.strip()]
+        return value
+
     @field_validator("cors_allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -104,6 +119,10 @@ class Settings(BaseSettings):
                 )
         if "guest:guest@" in self.amqp_url.get_secret_value():
             raise ValueError("AMQP_URL must not use the guest account when APP_ENV=production")
+
+    @property
+    def demo_login_enabled(self) -> bool:
+        return self.app_env == "development" if self.demo_login is None else self.demo_login
 
     @property
     def replica_host(self) -> str:

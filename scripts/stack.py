@@ -220,10 +220,13 @@ class Stack:
         if not (ROOT / "worker" / "__main__.py").exists():
             return
         for index in range(1, self.workers + 1):
-            self.worker_processes.append(self._spawn(
-                f"worker-{index}", [sys.executable, "-m", "worker"],
-                {"AMQP_URL": self.amqp_url or "", "REPLICA_ID": f"worker-{index}",
-                 "PYTHONUNBUFFERED": "1"}))
+            self.worker_processes.append(self.start_worker(index))
+
+    def start_worker(self, index: int) -> Process:
+        return self._spawn(
+            f"worker-{index}", [sys.executable, "-m", "worker"],
+            {"AMQP_URL": self.amqp_url or "", "REPLICA_ID": f"worker-{index}",
+             "PYTHONUNBUFFERED": "1"})
 
     def nginx_values(self) -> dict[str, str]:
         return {

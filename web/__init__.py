@@ -12,6 +12,7 @@ from flask import Flask, current_app
 from flask_socketio import SocketIO
 
 from common.broker import QueueManager, create_queue_manager
+from common.jobs import JobQueue
 from common.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
     app = Flask(__name__)
     app.config["SECRET_KEY"] = settings.secret_key.get_secret_value()
     app.config["SETTINGS"] = settings
+    app.extensions["job_queue"] = JobQueue(settings.amqp_url.get_secret_value())
 
     options = {}
     queue_manager = None
@@ -46,8 +48,10 @@ def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
     )
     route_sessions_to_this_replica(socketio, settings.replica_address)
 
+    from web.api import blueprint as api_blueprint
     from web.routes import blueprint
     app.register_blueprint(blueprint)
+    app.register_blueprint(api_blueprint)
 
     if queue_manager is not None:
         queue_manager.start_listening()
@@ -70,6 +74,10 @@ def route_sessions_to_this_replica(sio: SocketIO, replica_address: str) -> None:
 
 def current_settings() -> Settings:
     return current_app.config["SETTINGS"]
+
+
+def current_job_queue() -> JobQueue:
+    return current_app.extensions["job_queue"]
 
 
 def current_queue_manager() -> QueueManager | None:

@@ -9,6 +9,7 @@ from flask_socketio import emit
 from pydantic import ValidationError
 
 from common.contract import Event
+from common.jobs import EnqueueFailed
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,13 @@ def report_error(exc: BaseException) -> dict:
         message = f"invalid payload: {describe(exc)}"
     elif isinstance(exc, (BadRequest, TypeError)):
         message = str(exc)
+    elif isinstance(exc, EnqueueFailed):
+        log.error("%r from %s: %s", event, request.sid, exc)
+        message = "the job queue is unavailable; try again shortly"
     else:
         log.exception("handler for %r on %s failed", event, request.namespace)
         message = "internal error"
-    if message != "internal error":
+    if isinstance(exc, (ValidationError, BadRequest, TypeError)):
         log.warning("bad %r event from %s on %s: %s", event, request.sid, request.namespace, message)
     error = {"event": event, "error": message}
     emit(Event.ERROR_RESPONSE, error)

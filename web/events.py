@@ -21,15 +21,17 @@ from flask_socketio import (
 )
 
 from common.auth import InvalidToken, user_from_token
+from common.jobs import Job
 from common.contract import (
     MAIN_NAMESPACE,
     DataPayload,
     Event,
     RoomDataPayload,
     RoomPayload,
+    StartJobPayload,
     user_room,
 )
-from web import current_settings, socketio
+from web import current_job_queue, current_settings, socketio
 from web.errors import BadRequest, report_error
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,16 @@ def on_ask_client(payload):
                                  "count": _next_count()})
 
     emit(Event.CLIENT_QUESTION, {"data": question}, callback=client_answered)
+
+
+@socketio.on(Event.START_JOB)
+def on_start_job(payload=None):
+    """Start a `long_task`; its progress goes to this user's connections (or this one alone)."""
+    steps = StartJobPayload.model_validate(payload or {}).steps
+    user_id = session.get("user_id")
+    room = user_room(user_id) if user_id else request.sid
+    job_id = current_job_queue().enqueue(Job.LONG_TASK, {"room": room, "steps": steps})
+    return {"job_id": job_id}
 
 
 def _transport(sid: str) -> str | None:

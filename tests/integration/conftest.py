@@ -18,6 +18,8 @@ STACK_ENV = {
     "LOG_LEVEL": "INFO",
     "SECRET_KEY": "integration-test-secret-key-0123456789abcdef",
     "API_KEY": "integration-test-api-key-0123456789abcdef",
+    "JOB_RETRY_DELAYS": "0.2,0.5",
+    "SERVER_EVENT_INTERVAL": "2",
 }
 
 

@@ -1,0 +1,126 @@
+"""The job queue: job names, queue topology, job arguments, and `JobQueue.enqueue()`.
+
+Jobs are JSON messages on a durable RabbitMQ queue, persistent, consumed by the worker (worker/),
+which acknowledges a job only after it finished. A failed job goes to a retry queue whose
+messages expire back into the job queue (backoff without a timer in the worker); after the last
+retry, or at once for a message that can never succeed (a poison message), it is parked in the
+dead-letter queue with its error.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any, Literal
+
+import kombu
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+JOBS_EXCHANGE = kombu.Exchange("jobs", type="direct", durable=True)
+JOBS_QUEUE = kombu.Queue("jobs", JOBS_EXCHANGE, routing_key="jobs", durable=True)
+DEAD_LETTER_QUEUE = kombu.Queue("jobs.dead", durable=True)
+# Declared exclusively by the worker that runs the scheduler: one scheduler at a time.
+SCHEDULER_LOCK_QUEUE = "jobs.scheduler-lock"
+
+
+class Job:
+    """Job names; worker/jobs.py registers a function for each."""
+
+    NOTIFY = "notify"
+    LONG_TASK = "long_task"
+    SERVER_EVENT = "server_event"
+
+
+def retry_queue(delay_seconds: float) -> kombu.Queue:
+    """A queue whose messages wait `delay_seconds`, then expire back into the job queue."""
+    delay_ms = int(delay_seconds * 1000)
+    return kombu.Queue(f"jobs.retry.{delay_ms}ms", durable=True, queue_arguments={
+        "x-message-ttl": delay_ms,
+        "x-dead-letter-exchange": JOBS_EXCHANGE.name,
+        "x-dead-letter-routing-key": JOBS_QUEUE.routing_key,
+    })
+
+
+# -- job arguments ---------------------------------------------------------------------------
+
+class Args(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UserTarget(Args):
+    user: StrictStr = Field(min_length=1, max_length=200)
+
+
+class RoomTarget(Args):
+    room: StrictStr = Field(min_length=1, max_length=200)
+
+
+Target = Literal["all"] | UserTarget | RoomTarget
+
+
+class NotificationRequest(Args):
+    """The body of POST /api/notifications."""
+
+    to: Target
+    data: dict[str, Any]
+
+
+class NotifyArgs(NotificationRequest):
+    created_at: int  # ms since the epoch, when the notification was accepted
+
+
+class LongTaskArgs(Args):
+    room: StrictStr = Field(min_length=1, max_length=200)  # who sees the progress
+    steps: int = Field(default=10, ge=1, le=100)
+    step_seconds: float = Field(default=0.5, ge=0, le=10)
+    # Simulated failures, to see retries and the dead-letter queue at work.
+    fail_at_step: int | None = Field(default=None, ge=1)
+    fail_attempts: int = Field(default=0, ge=0)  # fail only the first N attempts; 0 = every one
+
+
+class ServerEventArgs(Args):
+    count: int = Field(ge=0)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def job_message(name: str, args: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
+    return {"id": job_id or uuid.uuid4().hex, "name": name, "args": args, "attempt": 1,
+            "enqueued_at": now_ms()}
+
+
+class EnqueueFailed(RuntimeError):
+    """The broker did not take the job (it is unreachable); nothing was enqueued."""
+
+
+class JobQueue:
+    """Enqueues jobs from any process: web handlers, scripts, other services.
+
+    Create one per process and keep it. Publishing is serialized, so greenlets and threads may
+    share it, and bounded: an unreachable broker raises EnqueueFailed within a few seconds
+    instead of blocking the caller.
+    """
+
+    def __init__(self, amqp_url: str, connect_timeout: float = 2.0):
+        self._connection = kombu.Connection(amqp_url, connect_timeout=connect_timeout)
+        self._lock = threading.Lock()
+
+    def enqueue(self, name: str, args: dict[str, Any], job_id: str | None = None) -> str:
+        message = job_message(name, args, job_id)
+        with self._lock:
+            try:
+                producer = self._connection.Producer()
+                publish = self._connection.ensure(producer, producer.publish, max_retries=2,
+                                                  interval_start=0.2, interval_step=0.5)
+                publish(message, exchange=JOBS_EXCHANGE, routing_key=JOBS_QUEUE.routing_key,
+                        declare=[JOBS_QUEUE], serializer="json", delivery_mode="persistent")
+            except Exception as exc:
+                self._connection.release()
+                raise EnqueueFailed(f"job queue unreachable: {exc}") from exc
+        return message["id"]
+
+    def close(self) -> None:
+        self._connection.release()

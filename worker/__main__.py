@@ -1,0 +1,91 @@
+"""`python -m worker` runs the worker; `python -m worker enqueue NAME '{json args}'` queues a job.
+
+Examples:
+    python -m worker enqueue notify '{"to": "all", "data": {"text": "hello"}, "created_at": 0}'
+    python -m worker enqueue long_task '{"room": "lobby", "steps": 5}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+import kombu
+
+from common.broker import create_emitter
+from pydantic import ValidationError
+
+from common.jobs import EnqueueFailed, Job, JobQueue, now_ms
+from common.logs import configure_logging
+from common.settings import Settings, load_settings
+from worker.consumer import JobConsumer
+from worker.jobs import JOBS
+from worker.scheduler import Scheduler
+
+log = logging.getLogger("worker")
+
+
+def run(settings: Settings) -> None:
+    amqp_url = settings.amqp_url.get_secret_value()
+    emitter = create_emitter(settings)  # one per process, kept for its lifetime
+    jobs = JobQueue(amqp_url)
+    # The heartbeat is checked between jobs, so a job may run up to about 2x this long before the
+    # broker drops the connection and hands the job out again.
+    consumer = JobConsumer(kombu.Connection(amqp_url, heartbeat=30), emitter,
+                           settings.job_retry_delays)
+
+    def stop(signum, frame):
+        log.info("stopping after the current job")
+        consumer.should_stop = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if settings.server_event_interval > 0:
+        Scheduler(amqp_url, jobs, settings.server_event_interval).start()
+    log.info("worker %s consuming jobs: %s", settings.replica_id, ", ".join(sorted(JOBS)))
+    consumer.run()
+    emitter.flush(5)
+    log.info("worker stopped; outcomes %s", consumer.outcomes)
+
+
+def enqueue(settings: Settings, name: str, args_json: str) -> int:
+    if name not in JOBS:
+        print(f"unknown job {name!r}; jobs: {', '.join(sorted(JOBS))}", file=sys.stderr)
+        return 2
+    try:
+        args = json.loads(args_json)
+    except json.JSONDecodeError as exc:
+        print(f"arguments are not JSON: {exc}", file=sys.stderr)
+        return 2
+    if name == Job.NOTIFY and isinstance(args, dict):
+        args.setdefault("created_at", now_ms())
+    try:
+        JOBS[name].args_model.model_validate(args)  # refuse here what the worker would dead-letter
+        job_id = JobQueue(settings.amqp_url.get_secret_value()).enqueue(name, args)
+    except (ValidationError, EnqueueFailed) as exc:
+        print(f"not queued: {exc}", file=sys.stderr)
+        return 1
+    print(job_id)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command")
+    command = commands.add_parser("enqueue", help="queue a job and print its id")
+    command.add_argument("name", help=", ".join(sorted(JOBS)))
+    command.add_argument("args", nargs="?", default="{}", help="the job's arguments as JSON")
+    options = parser.parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings, "worker")
+    if options.command == "enqueue":
+        return enqueue(settings, options.name, options.args)
+    run(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Consuming the job queue: run, then acknowledge; retry with backoff; dead-letter what fails."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import kombu
+from kombu.mixins import ConsumerMixin
+from pydantic import ValidationError
+
+from common.broker import QueueManager
+from common.jobs import DEAD_LETTER_QUEUE, JOBS_QUEUE, now_ms, retry_queue
+from worker.jobs import JOBS, JobContext
+
+log = logging.getLogger(__name__)
+
+FLUSH_TIMEOUT = 10.0  # how long a finished job waits for its events to reach the broker
+
+
+class PoisonMessage(Exception):
+    """A message that can never succeed: not a job, an unknown job, or invalid arguments."""
+
+
+def parse_job(body: Any) -> dict:
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str) \
+            or not isinstance(body.get("name"), str) or not isinstance(body.get("args"), dict):
+        raise PoisonMessage("not a job: expected {id, name, args, attempt}")
+    if body["name"] not in JOBS:
+        raise PoisonMessage(f"unknown job {body['name']!r}")
+    return body
+
+
+class JobConsumer(ConsumerMixin):
+    """One job at a time (prefetch 1); the message is acknowledged only after the job finished.
+
+    A worker killed mid-job never acknowledged it, so RabbitMQ hands it to another worker.
+    """
+
+    def __init__(self, connection: kombu.Connection, emitter: QueueManager,
+                 retry_delays: list[float]):
+        self.connection = connection
+        self.emitter = emitter
+        self.retry_delays = retry_delays
+        self.outcomes: dict[str, int] = {"done": 0, "retried": 0, "dead": 0}
+
+    def get_consumers(self, Consumer, channel):
+        return [Consumer(queues=[JOBS_QUEUE], callbacks=[self.on_job], accept=["json"],
+                         prefetch_count=1, on_decode_error=self.on_undecodable)]
+
+    def on_job(self, body: Any, message: kombu.Message) -> None:
+        try:
+            job = parse_job(body)
+            function = JOBS[job["name"]]
+            args = function.args_model.model_validate(job["args"])
+        except (PoisonMessage, ValidationError) as exc:
+            self._dead_letter(message, body, f"poison message: {exc}")
+            return
+        attempt = int(job.get("attempt", 1))
+        context = JobContext(job_id=job["id"], attempt=attempt, emitter=self.emitter)
+        redelivered = " (redelivered)" if message.delivery_info.get("redelivered") else ""
+        log.info("job %s %s attempt %d started%s", job["name"], job["id"], attempt, redelivered)
+        started = time.monotonic()
+        try:
+            function.run(context, args)
+        except Exception as exc:
+            self._retry_or_dead_letter(message, job, exc)
+            return
+        if not self.emitter.flush(FLUSH_TIMEOUT):
+            # Not acknowledged: the broker will hand the job out again once it is back.
+            log.error("job %s %s: events not published within %.0fs; leaving it unacknowledged",
+                      job["name"], job["id"], FLUSH_TIMEOUT)
+            message.requeue()
+            return
+        message.ack()
+        self.outcomes["done"] += 1
+        log.info("job %s %s done in %.2fs", job["name"], job["id"], time.monotonic() - started)
+
+    def on_undecodable(self, message: kombu.Message, exc: Exception) -> None:
+        self._dead_letter(message, message.body, f"poison message: undecodable: {exc}")
+
+    def _retry_or_dead_letter(self, message: kombu.Message, job: dict, exc: Exception) -> None:
+        attempt = int(job.get("attempt", 1))
+        if attempt > len(self.retry_delays):
+            self._dead_letter(message, job, f"failed after {attempt} attempts: {exc!r}")
+            return
+        delay = self.retry_delays[attempt - 1]
+        queue = retry_queue(delay)
+        self._publish(message, {**job, "attempt": attempt + 1}, queue)
+        message.ack()
+        self.outcomes["retried"] += 1
+        log.warning("job %s %s attempt %d failed (%r); retrying in %.1fs",
+                    job["name"], job["id"], attempt, exc, delay)
+
+    def _dead_letter(self, message: kombu.Message, body: Any, error: str) -> None:
+        if isinstance(body, (bytes, bytearray)):
+            body = body.decode("utf-8", errors="replace")
+        self._publish(message, {"job": body, "error": error, "dead_at": now_ms()},
+                      DEAD_LETTER_QUEUE)
+        message.ack()
+        self.outcomes["dead"] += 1
+        log.error("job parked in %s: %s", DEAD_LETTER_QUEUE.name, error)
+
+    def _publish(self, message: kombu.Message, body: Any, queue: kombu.Queue) -> None:
+        # On the consuming channel, before the ack: a crash in between re-runs the job rather than
+        # losing it.
+        producer = kombu.Producer(message.channel)
+        producer.publish(json.dumps(body), routing_key=queue.name, exchange="", declare=[queue],
+                         content_type="application/json", content_encoding="utf-8",
+                         delivery_mode="persistent")
