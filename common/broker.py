@@ -16,6 +16,7 @@ same channel still reaches our clients:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import socket
@@ -26,7 +27,9 @@ from dataclasses import dataclass
 
 import kombu
 import socketio
+from amqp.exceptions import NotFound
 
+from common import metrics
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,25 +74,30 @@ class QueueManager(socketio.KombuManager):
             },
         )
         self.listener_queue_name = f"{channel}.{process_id or 'process'}.{uuid.uuid4().hex[:8]}"
-        self._outbox: queue.Queue[dict] = queue.Queue(maxsize=limits.outbox_size)
+        self._outbox: queue.Queue[tuple[float, dict]] = queue.Queue(maxsize=limits.outbox_size)
         self._publisher_lock = threading.Lock()
         self._publisher: threading.Thread | None = None
         self.publisher_connected = False
         self.listener_bound = False
-        self.dropped_messages = 0
 
     # -- publishing ---------------------------------------------------------------------------
 
-    def _publish(self, data: dict) -> None:
-        self._ensure_publisher()
-        try:
-            self._outbox.put_nowait(data)
-        except queue.Full:
-            self.dropped_messages += 1
-            log.error("broker outbox full (%d messages): dropped a %s message",
-                      self.limits.outbox_size, data.get("method"))
+    def emit(self, *args, **kwargs):
+        metrics.EVENTS_EMITTED.inc()
+        return super().emit(*args, **kwargs)
 
-    def _ensure_publisher(self) -> None:
+    def _publish(self, data: dict) -> None:
+        self.start_publisher()
+        try:
+            self._outbox.put_nowait((time.monotonic(), data))
+            metrics.QUEUE_OUTBOX.inc()
+        except queue.Full:
+            metrics.QUEUE_LOST.labels("outbox_full").inc()
+            log.error("broker outbox full (%d messages): dropped a %s message; other replicas "
+                      "will not see it", self.limits.outbox_size, data.get("method"))
+
+    def start_publisher(self) -> None:
+        """Start the publisher thread; it connects at once, so the first emits find it ready."""
         with self._publisher_lock:
             if self._publisher is None:
                 self._publisher = threading.Thread(
@@ -99,54 +107,57 @@ class QueueManager(socketio.KombuManager):
     def _run_publisher(self) -> None:
         connection = producer = None
         retry_delay = 0.1
+        message = None
         while True:
             try:
-                message = self._outbox.get(timeout=1)
-            except queue.Empty:
-                if connection is not None and not self._keep_alive(connection):
-                    self.publisher_connected = False
-                    producer = None
+                if producer is None:
+                    connection = self._connection()
+                    connection.ensure_connection(max_retries=1)
+                    producer = connection.Producer(exchange=self._exchange())
+                    self._set_publisher_connected(True)
+                    retry_delay = 0.1
+                if message is None:
+                    try:
+                        message = self._outbox.get(timeout=1)
+                    except queue.Empty:
+                        self._keep_alive(connection)
+                        continue
+                queued_at, data = message
+                producer.publish(self.json.dumps(data))
+                metrics.QUEUE_PUBLISHES.inc()
+                metrics.EMIT_LATENCY.observe(time.monotonic() - queued_at)
+                metrics.QUEUE_OUTBOX.dec()
+                self._outbox.task_done()
+                message = None
+            except Exception as exc:  # any failure: reconnect; the message is kept, order too
+                if message is not None:
+                    metrics.QUEUE_PUBLISH_FAILURES.inc()
+                if self.publisher_connected:
+                    log.error("broker publisher lost its connection (%d messages waiting): %s",
+                              self._outbox.qsize() + (message is not None), exc)
+                self._set_publisher_connected(False)
+                producer = None
+                if connection is not None:
                     connection.release()
                     connection = None
-                continue
-            while True:  # until this message is published: order is kept
-                try:
-                    if producer is None:
-                        connection = self._connection()
-                        connection.ensure_connection(max_retries=1)
-                        producer = connection.Producer(exchange=self._exchange())
-                        if not self.publisher_connected:
-                            log.info("broker publisher connected")
-                        self.publisher_connected = True
-                        retry_delay = 0.1
-                    producer.publish(self.json.dumps(message))
-                    break
-                except Exception as exc:  # any failure: reconnect and try the same message again
-                    if self.publisher_connected:
-                        log.error("broker publish failed, %d messages waiting: %s",
-                                  self._outbox.qsize() + 1, exc)
-                    self.publisher_connected = False
-                    producer = None
-                    if connection is not None:
-                        connection.release()
-                        connection = None
-                    time.sleep(retry_delay)
-                    retry_delay = min(retry_delay * 2, self.limits.retry_max_seconds)
-            self._outbox.task_done()
+                time.sleep(retry_delay)
+                retry_delay = min(retry_delay * 2, self.limits.retry_max_seconds)
+
+    def _set_publisher_connected(self, connected: bool) -> None:
+        if connected and not self.publisher_connected:
+            log.info("broker publisher connected")
+            metrics.QUEUE_RECONNECTS.labels("publisher").inc()
+        self.publisher_connected = connected
+        metrics.BROKER_CONNECTED.labels("publisher").set(int(connected))
 
     @staticmethod
-    def _keep_alive(connection: kombu.Connection) -> bool:
-        """Read the broker's heartbeats and send ours on an idle connection; False if it is dead."""
+    def _keep_alive(connection: kombu.Connection) -> None:
+        """Read the broker's heartbeats and send ours on an idle connection; raises if it is dead."""
         try:
-            try:
-                connection.drain_events(timeout=0.01)
-            except socket.timeout:
-                pass
-            connection.heartbeat_check()
-            return True
-        except Exception as exc:
-            log.error("broker publisher connection lost while idle: %s", exc)
-            return False
+            connection.drain_events(timeout=0.01)
+        except socket.timeout:
+            pass
+        connection.heartbeat_check()
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything emitted so far is published; False if it took longer."""
@@ -160,22 +171,26 @@ class QueueManager(socketio.KombuManager):
     # -- listening ----------------------------------------------------------------------------
 
     def start_listening(self) -> None:
-        """Start the listener now instead of on the first client connect."""
+        """Start the listener and the publisher now instead of on the first client connect."""
         if not self.server.manager_initialized:
             self.server.manager_initialized = True
             self.initialize()
+        self.start_publisher()
 
     def _queue(self) -> kombu.Queue:
         return kombu.Queue(self.listener_queue_name, self._exchange(), **self.queue_options)
 
     def _listen(self):
         retry_delay = 0.1
+        ever_bound = False
         while True:
             try:
                 with self._connection() as connection:
+                    if ever_bound:
+                        self._check_queue_survived(connection)
                     with connection.SimpleQueue(self._queue()) as listener:
-                        self.listener_bound = True
-                        log.info("broker listener bound to queue %s", self.listener_queue_name)
+                        self._set_listener_bound(True)
+                        ever_bound = True
                         retry_delay = 0.1
                         while True:
                             try:
@@ -184,20 +199,40 @@ class QueueManager(socketio.KombuManager):
                                 connection.heartbeat_check()
                                 continue
                             message.ack()
+                            metrics.QUEUE_RECEIVES.inc()
                             yield message.payload
             except Exception as exc:  # any failure: bind the same queue again
                 if self.listener_bound:
                     log.error("broker listener lost its connection: %s", exc)
-                self.listener_bound = False
+                self._set_listener_bound(False)
                 time.sleep(retry_delay)
                 retry_delay = min(retry_delay * 2, self.limits.retry_max_seconds)
+
+    def _check_queue_survived(self, connection: kombu.Connection) -> None:
+        """After an outage longer than the queue's expiry, what was published meanwhile is lost."""
+        channel = connection.channel()  # a failed passive declare closes its channel: a spare one
+        try:
+            channel.queue_declare(queue=self.listener_queue_name, passive=True)
+        except NotFound:
+            metrics.QUEUE_LOST.labels("listener_queue_expired").inc()
+            log.error("broker listener queue %s expired while disconnected: events published "
+                      "during the outage did not reach this replica", self.listener_queue_name)
+        finally:
+            with contextlib.suppress(Exception):
+                channel.close()
+
+    def _set_listener_bound(self, bound: bool) -> None:
+        if bound and not self.listener_bound:
+            log.info("broker listener bound to queue %s", self.listener_queue_name)
+            metrics.QUEUE_RECONNECTS.labels("listener").inc()
+        self.listener_bound = bound
+        metrics.BROKER_CONNECTED.labels("listener").set(int(bound))
 
     def status(self) -> dict:
         return {
             "publisher_connected": self.publisher_connected,
             "listener_bound": self.listener_bound,
             "outbox": self._outbox.qsize(),
-            "dropped_messages": self.dropped_messages,
         }
 
 

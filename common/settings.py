@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     replica_address: str = ""
     max_clients_per_replica: int = Field(10_000, ge=1)
+    # On SIGTERM a replica stops taking new sessions and asks its clients to reconnect elsewhere,
+    # spread over this many seconds, before gunicorn's graceful shutdown.
+    drain_seconds: float = Field(5.0, ge=0, le=60)
 
     # Engine.IO / Socket.IO.
     cors_allowed_origins: Annotated[list[str], NoDecode] = []  # empty: same origin only
@@ -69,6 +72,8 @@ class Settings(BaseSettings):
     # Worker and jobs.
     job_retry_delays: Annotated[list[float], NoDecode] = [1.0, 5.0, 25.0]  # seconds; then dead-letter
     server_event_interval: float = Field(10.0, ge=0)  # the periodic broadcast; 0 switches it off
+    health_host: str = "0.0.0.0"
+    worker_health_port: int = Field(8001, ge=0, le=65535)  # /healthz, /readyz, /metrics; 0: off
 
     @field_validator("job_retry_delays", mode="before")
     @classmethod

@@ -130,6 +130,9 @@ class Stack:
         self.processes: list[Process] = []
         self.web: list[Replica] = []
         self.worker_processes: list[Process] = []
+        self.worker_health_ports: dict[int, int] = {}
+        self.broker: Process | None = None
+        self._broker_command: tuple[list[str], dict[str, str]] | None = None
 
     @property
     def url(self) -> str:
@@ -193,10 +196,25 @@ class Stack:
         }
         # Our own epmd, so that nothing is left running after the stack stops.
         self._spawn("epmd", ["epmd", "-port", str(epmd_port)])
-        broker = self._spawn("rabbitmq", [RABBITMQ_SERVER], env, signal_group=True)
+        self._broker_command = ([RABBITMQ_SERVER], env)
         url = f"amqp://guest:guest@127.0.0.1:{amqp_port}//"
-        wait_for_broker(url, 60, broker)
+        self.start_broker(url)
         return url
+
+    def start_broker(self, url: str | None = None) -> None:
+        """(Re)start the private broker with the same ports and data: durable queues survive."""
+        command, env = self._broker_command
+        self.broker = self._spawn("rabbitmq", command, env, signal_group=True)
+        wait_for_broker(url or self.amqp_url, 60, self.broker)
+
+    def stop_broker(self) -> None:
+        self.broker.send(signal.SIGTERM)
+        try:
+            self.broker.popen.wait(timeout=STOP_TIMEOUT)
+        finally:
+            self.broker.kill_group()
+            self.broker.popen.wait()
+            self.processes.remove(self.broker)
 
     def replica_env(self, replica: Replica) -> dict[str, str]:
         return {
@@ -220,13 +238,23 @@ class Stack:
         if not (ROOT / "worker" / "__main__.py").exists():
             return
         for index in range(1, self.workers + 1):
-            self.worker_processes.append(self.start_worker(index))
+            self.worker_processes.append(self.start_worker(index, wait=False))
+        for index, process in enumerate(self.worker_processes, start=1):
+            wait_for_http(f"{self.worker_health_url(index)}/readyz", 30, process)
 
-    def start_worker(self, index: int) -> Process:
-        return self._spawn(
+    def worker_health_url(self, index: int) -> str:
+        return f"http://127.0.0.1:{self.worker_health_ports[index]}"
+
+    def start_worker(self, index: int, wait: bool = True) -> Process:
+        port = self.worker_health_ports.setdefault(index, free_port())
+        process = self._spawn(
             f"worker-{index}", [sys.executable, "-m", "worker"],
             {"AMQP_URL": self.amqp_url or "", "REPLICA_ID": f"worker-{index}",
+             "HEALTH_HOST": "127.0.0.1", "WORKER_HEALTH_PORT": str(port),
              "PYTHONUNBUFFERED": "1"})
+        if wait:
+            wait_for_http(f"{self.worker_health_url(index)}/readyz", 30, process)
+        return process
 
     def nginx_values(self) -> dict[str, str]:
         return {

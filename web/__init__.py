@@ -11,13 +11,24 @@ import logging
 from flask import Flask, current_app
 from flask_socketio import SocketIO
 
+from common import metrics
 from common.broker import QueueManager, create_queue_manager
 from common.jobs import JobQueue
 from common.settings import Settings, load_settings
+from web.drain import Drain
 
 log = logging.getLogger(__name__)
 
-socketio = SocketIO()
+class ReplicaSocketIO(SocketIO):
+    """Flask-SocketIO with one place that sees every client event, for metrics."""
+
+    def _handle_event(self, handler, message, namespace, sid, *args):
+        if message not in ("connect", "disconnect"):
+            metrics.EVENTS_RECEIVED.labels(namespace or "/").inc()
+        return super()._handle_event(handler, message, namespace, sid, *args)
+
+
+socketio = ReplicaSocketIO()
 
 
 def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
@@ -47,10 +58,17 @@ def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
         **options,
     )
     route_sessions_to_this_replica(socketio, settings.replica_address)
+    eio = socketio.server.eio
+    metrics.CONNECTED_CLIENTS.set_function(lambda: len(eio.sockets))
+    drain = Drain(socketio)
+    app.extensions["drain"] = drain
+    app.wsgi_app = drain.refuse_new_sessions_while_draining(app.wsgi_app)
 
     from web.api import blueprint as api_blueprint
     from web.routes import blueprint
     app.register_blueprint(blueprint)
+    from web.page import blueprint as page_blueprint
+    app.register_blueprint(page_blueprint)
     app.register_blueprint(api_blueprint)
 
     if queue_manager is not None:
@@ -74,6 +92,10 @@ def route_sessions_to_this_replica(sio: SocketIO, replica_address: str) -> None:
 
 def current_settings() -> Settings:
     return current_app.config["SETTINGS"]
+
+
+def current_drain() -> Drain:
+    return current_app.extensions["drain"]
 
 
 def current_job_queue() -> JobQueue:

@@ -20,6 +20,7 @@ from flask_socketio import (
     send,
 )
 
+from common import metrics
 from common.auth import InvalidToken, user_from_token
 from common.jobs import Job
 from common.contract import (
@@ -47,6 +48,7 @@ def _next_count() -> int:
 def on_connect(auth=None):
     """Anonymous without a token; with a valid JWT the connection joins its user's room."""
     if auth is not None and not isinstance(auth, dict):
+        metrics.CONNECTS.labels("refused").inc()
         raise ConnectionRefusedError("auth must be an object like {\"token\": \"<jwt>\"}")
     token = (auth or {}).get("token")
     user_id = None
@@ -55,15 +57,17 @@ def on_connect(auth=None):
             user_id = user_from_token(current_settings().secret_key.get_secret_value(), token)
         except InvalidToken as exc:
             log.info("refused connection %s: %s", request.sid, exc)
+            metrics.CONNECTS.labels("refused").inc()
             raise ConnectionRefusedError(str(exc))
         join_room(user_room(user_id))
     session["user_id"] = user_id
+    metrics.CONNECTS.labels("accepted").inc()
     emit(Event.MY_RESPONSE, {"data": "Connected", "count": 0})
 
 
 @socketio.on("disconnect")
 def on_disconnect(reason=None):
-    log.debug("client %s disconnected: %s", request.sid, reason)
+    metrics.DISCONNECTS.labels(str(reason or "unknown")).inc()
 
 
 @socketio.on(Event.MESSAGE)

@@ -1,6 +1,7 @@
 """gunicorn settings for one web replica. Scale by running more replicas, never more workers."""
 
 import logging
+import math
 import resource
 
 from common.settings import load_settings
@@ -15,7 +16,8 @@ worker_class = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
 # gunicorn's default of 1000 would cap the replica at 1000 clients.
 worker_connections = _settings.max_clients_per_replica
 preload_app = False  # the worker must monkey-patch before the app (and Kombu) is imported
-graceful_timeout = 10
+# Covers the drain (clients asked to move, spread over DRAIN_SECONDS) and the requests left after.
+graceful_timeout = math.ceil(_settings.drain_seconds) + 10
 keepalive = 75
 accesslog = None
 errorlog = "-"
@@ -34,3 +36,10 @@ def on_starting(server):
         logging.getLogger("gunicorn.error").warning(
             "open-file limit %d is below the %d that %d clients need; raise `ulimit -n`",
             hard, wanted, _settings.max_clients_per_replica)
+
+
+def post_worker_init(worker):
+    """On SIGTERM, drain the replica's clients to the others before gunicorn's shutdown."""
+    from web.drain import drain_on_sigterm
+
+    drain_on_sigterm(worker, _settings.drain_seconds)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from web import current_queue_manager, current_settings
+from web import current_drain, current_queue_manager, current_settings
 
 blueprint = Blueprint("web", __name__)
 
@@ -18,13 +19,21 @@ def healthz():
 
 @blueprint.get("/readyz")
 def readyz():
-    """Readiness: the broker listener is bound, so cross-replica events reach this replica."""
+    """Readiness: not draining, and the broker listener is bound, so events of other replicas
+    reach this one's clients. The publisher's state is shown but does not count: emits wait in
+    the outbox while it reconnects."""
     manager = current_queue_manager()
     broker = manager.status() if manager else {"listener_bound": True, "publisher_connected": True}
-    ready = broker["listener_bound"]
-    body = {"status": "ready" if ready else "not ready",
+    draining = current_drain().draining
+    ready = broker["listener_bound"] and not draining
+    body = {"status": "ready" if ready else "not ready", "draining": draining,
             "replica": current_settings().replica_id, "broker": broker}
     return body, 200 if ready else 503
+
+
+@blueprint.get("/metrics")
+def prometheus_metrics():
+    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
 
 @blueprint.app_errorhandler(HTTPException)

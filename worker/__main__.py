@@ -22,6 +22,7 @@ from common.jobs import EnqueueFailed, Job, JobQueue, now_ms
 from common.logs import configure_logging
 from common.settings import Settings, load_settings
 from worker.consumer import JobConsumer
+from worker.health import serve_health
 from worker.jobs import JOBS
 from worker.scheduler import Scheduler
 
@@ -43,12 +44,19 @@ def run(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if settings.worker_health_port:
+        serve_health(settings.health_host, settings.worker_health_port, lambda: {
+            "ready": consumer.consuming and not consumer.should_stop,
+            "consuming": consumer.consuming,
+            "publisher_connected": emitter.publisher_connected,
+        })
+    emitter.start_publisher()
     if settings.server_event_interval > 0:
         Scheduler(amqp_url, jobs, settings.server_event_interval).start()
     log.info("worker %s consuming jobs: %s", settings.replica_id, ", ".join(sorted(JOBS)))
     consumer.run()
     emitter.flush(5)
-    log.info("worker stopped; outcomes %s", consumer.outcomes)
+    log.info("worker stopped")
 
 
 def enqueue(settings: Settings, name: str, args_json: str) -> int:

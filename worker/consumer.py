@@ -11,6 +11,7 @@ import kombu
 from kombu.mixins import ConsumerMixin
 from pydantic import ValidationError
 
+from common import metrics
 from common.broker import QueueManager
 from common.jobs import DEAD_LETTER_QUEUE, JOBS_QUEUE, now_ms, retry_queue
 from worker.jobs import JOBS, JobContext
@@ -44,7 +45,15 @@ class JobConsumer(ConsumerMixin):
         self.connection = connection
         self.emitter = emitter
         self.retry_delays = retry_delays
-        self.outcomes: dict[str, int] = {"done": 0, "retried": 0, "dead": 0}
+        self.consuming = False
+
+    def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        self.consuming = True
+        log.info("consuming %s", JOBS_QUEUE.name)
+
+    def on_connection_error(self, exc, interval):
+        self.consuming = False
+        log.error("job queue connection lost (%s); retrying in %.1fs", exc, interval)
 
     def get_consumers(self, Consumer, channel):
         return [Consumer(queues=[JOBS_QUEUE], callbacks=[self.on_job], accept=["json"],
@@ -56,7 +65,7 @@ class JobConsumer(ConsumerMixin):
             function = JOBS[job["name"]]
             args = function.args_model.model_validate(job["args"])
         except (PoisonMessage, ValidationError) as exc:
-            self._dead_letter(message, body, f"poison message: {exc}")
+            self._dead_letter(message, body, f"poison message: {exc}", "poison")
             return
         attempt = int(job.get("attempt", 1))
         context = JobContext(job_id=job["id"], attempt=attempt, emitter=self.emitter)
@@ -68,6 +77,8 @@ class JobConsumer(ConsumerMixin):
         except Exception as exc:
             self._retry_or_dead_letter(message, job, exc)
             return
+        finally:
+            metrics.JOB_DURATION.labels(job["name"]).observe(time.monotonic() - started)
         if not self.emitter.flush(FLUSH_TIMEOUT):
             # Not acknowledged: the broker will hand the job out again once it is back.
             log.error("job %s %s: events not published within %.0fs; leaving it unacknowledged",
@@ -75,32 +86,34 @@ class JobConsumer(ConsumerMixin):
             message.requeue()
             return
         message.ack()
-        self.outcomes["done"] += 1
+        metrics.JOBS.labels(job["name"], "done").inc()
         log.info("job %s %s done in %.2fs", job["name"], job["id"], time.monotonic() - started)
 
     def on_undecodable(self, message: kombu.Message, exc: Exception) -> None:
-        self._dead_letter(message, message.body, f"poison message: undecodable: {exc}")
+        self._dead_letter(message, message.body, f"poison message: undecodable: {exc}", "poison")
 
     def _retry_or_dead_letter(self, message: kombu.Message, job: dict, exc: Exception) -> None:
         attempt = int(job.get("attempt", 1))
         if attempt > len(self.retry_delays):
-            self._dead_letter(message, job, f"failed after {attempt} attempts: {exc!r}")
+            self._dead_letter(message, job, f"failed after {attempt} attempts: {exc!r}", "failed",
+                              job["name"])
             return
         delay = self.retry_delays[attempt - 1]
         queue = retry_queue(delay)
         self._publish(message, {**job, "attempt": attempt + 1}, queue)
         message.ack()
-        self.outcomes["retried"] += 1
+        metrics.JOBS.labels(job["name"], "retried").inc()
         log.warning("job %s %s attempt %d failed (%r); retrying in %.1fs",
                     job["name"], job["id"], attempt, exc, delay)
 
-    def _dead_letter(self, message: kombu.Message, body: Any, error: str) -> None:
+    def _dead_letter(self, message: kombu.Message, body: Any, error: str, outcome: str,
+                     job_name: str = "unknown") -> None:
         if isinstance(body, (bytes, bytearray)):
             body = body.decode("utf-8", errors="replace")
         self._publish(message, {"job": body, "error": error, "dead_at": now_ms()},
                       DEAD_LETTER_QUEUE)
         message.ack()
-        self.outcomes["dead"] += 1
+        metrics.JOBS.labels(job_name, outcome).inc()
         log.error("job parked in %s: %s", DEAD_LETTER_QUEUE.name, error)
 
     def _publish(self, message: kombu.Message, body: Any, queue: kombu.Queue) -> None:

@@ -1,0 +1,39 @@
+"""Prometheus metrics of the web replicas and the worker, defined once.
+
+Each process exports its own (GET /metrics on a replica, on the worker's health port); Prometheus
+adds the `instance` label when it scrapes, so no replica label is needed here.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Web replicas: clients and events.
+CONNECTED_CLIENTS = Gauge("socketio_connected_clients", "Socket.IO connections on this replica")
+CONNECTS = Counter("socketio_connects_total", "Accepted connections", ["outcome"])
+DISCONNECTS = Counter("socketio_disconnects_total", "Disconnections", ["reason"])
+EVENTS_RECEIVED = Counter("socketio_events_received_total", "Events from clients", ["namespace"])
+EVENTS_EMITTED = Counter("socketio_events_emitted_total",
+                         "Emits to clients (one per emit, whatever the number of recipients)")
+EVENTS_REFUSED = Counter("socketio_events_refused_total", "Events answered with an error",
+                         ["reason"])
+
+# The broker, in every process that uses it.
+QUEUE_PUBLISHES = Counter("broker_publishes_total", "Messages published to the fan-out exchange")
+QUEUE_PUBLISH_FAILURES = Counter("broker_publish_failures_total",
+                                 "Failed publish attempts (the message is retried)")
+QUEUE_RECEIVES = Counter("broker_receives_total", "Messages received from the fan-out exchange")
+QUEUE_RECONNECTS = Counter("broker_reconnects_total", "Broker connections re-established",
+                           ["connection"])
+QUEUE_LOST = Counter("broker_messages_lost_total",
+                     "Messages known to be lost, by where they were lost", ["where"])
+QUEUE_OUTBOX = Gauge("broker_outbox_messages", "Messages waiting to be published")
+EMIT_LATENCY = Histogram("broker_emit_latency_seconds", "From emit() to published on the broker",
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                                  5, 10, 30))
+BROKER_CONNECTED = Gauge("broker_connected", "1 when the connection is up", ["connection"])
+
+# The worker.
+JOBS = Counter("jobs_total", "Jobs by outcome", ["job", "outcome"])
+JOB_DURATION = Histogram("job_duration_seconds", "Time to run a job", ["job"],
+                         buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300))

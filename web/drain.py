@@ -1,0 +1,70 @@
+"""Graceful drain: on SIGTERM a replica hands its clients to the others before it exits.
+
+1. Readiness turns 503 and new Socket.IO sessions are answered 503, which nginx takes as a cue
+   to try the next replica (`proxy_next_upstream ... http_503`).
+2. Connected clients are disconnected at the Engine.IO level, a few at a time over
+   DRAIN_SECONDS, so they reconnect by themselves (to another replica) without a stampede.
+3. gunicorn's own graceful shutdown then finishes whatever requests are left.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+
+from flask_socketio import SocketIO
+
+log = logging.getLogger(__name__)
+
+SESSION_PATH = "/socket.io/"
+
+
+class Drain:
+    def __init__(self, sio: SocketIO):
+        self.sio = sio
+        self.draining = False
+
+    def refuse_new_sessions_while_draining(self, wsgi_app):
+        body = json.dumps({"error": "this replica is shutting down; reconnect"}).encode()
+
+        def middleware(environ, start_response):
+            if self.draining and environ.get("PATH_INFO", "").startswith(SESSION_PATH) \
+                    and "sid=" not in environ.get("QUERY_STRING", ""):
+                start_response("503 Service Unavailable", [
+                    ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                    ("Retry-After", "1")])
+                return [body]
+            return wsgi_app(environ, start_response)
+        return middleware
+
+    def run(self, seconds: float) -> None:
+        """Disconnect every client, spread evenly over `seconds`."""
+        import gevent  # only the replica drains, and only under gevent
+
+        self.draining = True
+        eio = self.sio.server.eio
+        sids = list(eio.sockets)
+        log.info("draining: asking %d clients to reconnect elsewhere over %.1fs", len(sids), seconds)
+        pause = seconds / len(sids) if sids else 0
+        for sid in sids:
+            eio.disconnect(sid)  # an Engine.IO close: clients reconnect on their own
+            gevent.sleep(pause)
+        log.info("drained")
+
+
+def drain_on_sigterm(worker, seconds: float) -> None:
+    """Replace the gunicorn worker's SIGTERM handler: drain first, then exit as gunicorn does."""
+    import gevent
+
+    drain: Drain = worker.wsgi.extensions["drain"]
+
+    def drain_then_exit(signum: int) -> None:
+        drain.run(seconds)
+        worker.handle_exit(signum, None)
+
+    def on_sigterm(signum, frame):
+        if not drain.draining:
+            gevent.spawn(drain_then_exit, signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
