@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
+import urllib.parse
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
 import socketio
@@ -31,6 +35,7 @@ class RecordingClient:
         self.transports = transports or ["websocket"]
         self.auth = auth
         self.namespaces = namespaces or [MAIN_NAMESPACE]
+        self.replica: str | None = None  # set by the helpers below that ask `server_info`
         for name in RECORDED_EVENTS:
             self.sio.on(name, self._recorder(name), namespace=MAIN_NAMESPACE)
         self.sio.on(Event.CHAT_MESSAGE, self._recorder(Event.CHAT_MESSAGE), namespace=CHAT_NAMESPACE)
@@ -86,3 +91,75 @@ def connect_many(url: str, count: int, **options) -> list[RecordingClient]:
 def disconnect_all(clients: list[RecordingClient]) -> None:
     for client in clients:
         client.disconnect()
+
+
+def connect_in_parallel(url: str, count: int, workers: int = 32,
+                        **options) -> list[RecordingClient]:
+    """Connect `count` clients with at most `workers` handshakes in flight; each knows its replica.
+
+    If any connect fails, the ones that succeeded are disconnected before the error is raised.
+    """
+    def open_one(_: int) -> RecordingClient:
+        client = RecordingClient(url, **options).connect()
+        try:
+            client.replica = client.info()["replica"]
+        except BaseException:
+            client.disconnect()
+            raise
+        return client
+
+    opened: list[RecordingClient] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(open_one, index) for index in range(count)]
+        errors = []
+        for future in futures:
+            try:
+                opened.append(future.result())
+            except Exception as exc:  # keep collecting, so every opened client gets closed
+                errors.append(exc)
+    if errors:
+        disconnect_in_parallel(opened, workers)
+        raise AssertionError(f"{len(errors)} of {count} clients failed to connect: {errors[0]!r}")
+    return opened
+
+
+def disconnect_in_parallel(clients: list[RecordingClient], workers: int = 32) -> None:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda client: client.disconnect(), clients))
+
+
+def on_distinct_replicas(url: str, opened: list[RecordingClient], count: int = 3,
+                         **options) -> list[RecordingClient]:
+    """`count` connected clients, each on a different replica (asked with `server_info`).
+
+    New sessions go round-robin, so this takes about `count` connects; every client opened is
+    appended to `opened` so that the caller's fixture disconnects it.
+    """
+    by_replica: dict[str, RecordingClient] = {}
+    for _ in range(count * 4):
+        client = RecordingClient(url, **options).connect()
+        opened.append(client)
+        client.replica = client.info()["replica"]
+        by_replica.setdefault(client.replica, client)
+        if len(by_replica) == count:
+            return list(by_replica.values())
+    raise AssertionError(f"{count * 4} new sessions reached only the replicas {sorted(by_replica)}")
+
+
+def with_marker(url: str, marker: str) -> str:
+    """`url` plus a query argument that every request of its sessions carries (access log)."""
+    return f"{url}?{urllib.parse.urlencode({'test': marker})}"
+
+
+ACCESS_LOG_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) [^"]*" (?P<status>\d{3}) ')
+
+
+def access_log_entries(log_path: Path, marker: str) -> list[dict[str, str]]:
+    """The nginx access-log entries (method, target, status) of requests that carry `marker`."""
+    entries = []
+    needle = urllib.parse.urlencode({"test": marker})
+    for line in log_path.read_text(errors="replace").splitlines():
+        match = ACCESS_LOG_LINE.search(line)
+        if match and needle in match["target"]:
+            entries.append(match.groupdict())
+    return entries
