@@ -1,0 +1,150 @@
+"""Browser tests: the demo page in headless Chromium, driven by Playwright, against the native stack.
+
+Chromium is the system's (/usr/bin/chromium); Playwright never downloads a browser here. A missing
+Chromium fails the tests with the command that installs it; nothing is skipped. Every test saves
+screenshots to test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.conftest import STACK_ENV, stack, unique  # noqa: F401  (shared fixtures)
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+CONNECT_TIMEOUT_MS = 20_000
+REPLICA_ID = re.compile(r"^web-\d+$")
+# What a browser logs while a replica is down: failed requests and WebSocket connections.
+NETWORK_ERROR = re.compile(r"^(Failed to load resource|WebSocket connection to .* failed)")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}. On Debian or Ubuntu: "
+                    "sudo apt-get install -y chromium", pytrace=False)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("Python playwright is missing: run `make install`", pytrace=False)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@dataclass
+class Tab:
+    """One browser context and its page: a visitor with their own cookies and connection."""
+
+    name: str
+    context: object
+    page: object
+    screenshot_prefix: str
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    expect_network_errors: bool = False
+    closed: bool = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.context.close()
+
+    def screenshot(self, step: str) -> Path:
+        path = ARTIFACTS / f"{self.screenshot_prefix}-{self.name}-{step}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def wait_connected(self, timeout_ms: int = CONNECT_TIMEOUT_MS) -> str:
+        """Wait until the page shows it is connected and which replica it is on; return the id."""
+        from playwright.sync_api import expect
+
+        expect(self.page.locator("#status")).to_have_attribute(
+            "data-state", "connected", timeout=timeout_ms)
+        expect(self.page.locator("#replica")).to_have_text(REPLICA_ID, timeout=timeout_ms)
+        return self.replica()
+
+    def replica(self) -> str:
+        return self.page.locator("#replica").inner_text().strip()
+
+    def unexpected_errors(self) -> list[str]:
+        console = [text for text in self.console_errors
+                   if not (self.expect_network_errors and NETWORK_ERROR.match(text))]
+        return console + [f"pageerror: {text}" for text in self.page_errors]
+
+
+@pytest.fixture
+def open_tab(browser, stack, request):
+    """open_tab(name, path="/") -> a connected Tab in a fresh browser context.
+
+    At the end of the test every tab is screenshotted, closed, and checked for console errors.
+    """
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    prefix = re.sub(r"[^\w.-]+", "_", request.node.name)
+    tabs: list[Tab] = []
+
+    def open_one(name: str, path: str = "/", expect_network_errors: bool = False) -> Tab:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        tab = Tab(name, context, page, prefix, expect_network_errors=expect_network_errors)
+        page.on("console", lambda message: message.type == "error"
+                and tab.console_errors.append(message.text))
+        page.on("pageerror", lambda error: tab.page_errors.append(str(error)))
+        tabs.append(tab)
+        page.goto(stack.url + path)
+        tab.wait_connected()
+        return tab
+
+    yield open_one
+
+    errors = {}
+    for tab in tabs:
+        try:
+            if not tab.closed:
+                tab.screenshot("final")
+        finally:
+            tab.close()
+        if tab.unexpected_errors():
+            errors[tab.name] = tab.unexpected_errors()
+    assert not errors, f"browser console errors: {errors}"
+
+
+@pytest.fixture
+def tabs_on_two_replicas(open_tab, stack):
+    """open_pair(path="/") -> two tabs whose connections live on different replicas."""
+
+    def open_pair(path: str = "/", attempts: int = 8) -> tuple[Tab, Tab]:
+        first = open_tab("a", path)
+        first_replica = first.replica()
+        for attempt in range(attempts):
+            # New sessions go round-robin; an extra request moves nginx's turn along, so a
+            # page load that always makes the same number of requests cannot keep hitting
+            # the same replica.
+            requests.get(f"{stack.url}/healthz", timeout=5).raise_for_status()
+            second = open_tab(f"b{attempt}", path)
+            if second.replica() != first_replica:
+                return first, second
+            second.screenshot("same-replica")
+            second.close()
+        pytest.fail(f"{attempts + 1} tabs all landed on {first_replica}: nginx does not spread "
+                    "new sessions over the replicas", pytrace=False)
+
+    return open_pair
+
+
+@pytest.fixture
+def api_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {STACK_ENV['API_KEY']}"}
