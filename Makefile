@@ -43,3 +43,24 @@ vendor-js: node_modules/.installed ## copy the pinned Socket.IO client into web/
 
 clean: ## remove the virtualenv, node_modules and test artifacts
 	rm -rf $(VENV) node_modules test-artifacts .pytest_cache
+
+# The containerized stack (docker-compose.yml); scripts/compose.sh picks compose v2 or v1.
+.PHONY: up down logs ps scale test-compose
+
+up: ## build and start the containers on 127.0.0.1:HTTP_PORT (8080) with REPLICAS web replicas (.env)
+	scripts/compose.sh up-wait --build --scale web=$(REPLICAS)
+
+down: ## stop the containers and remove their network and volumes
+	scripts/compose.sh down -v --remove-orphans
+
+logs: ## follow the containers' logs
+	scripts/compose.sh logs -f --tail=100
+
+ps: ## list the containers and their health
+	scripts/compose.sh ps
+
+scale: ## change the number of web replicas of the running containers: make scale REPLICAS=5
+	scripts/compose.sh up-wait --no-build --no-recreate --scale web=$(REPLICAS)
+
+test-compose: $(VENV)/.installed ## build the images and test the containerized stack on a real engine
+	scripts/pytest.sh $(PY) tests/compose $(PYTEST_ARGS)
