@@ -16,6 +16,7 @@ same channel still reaches our clients:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
@@ -62,6 +63,10 @@ class QueueManager(socketio.KombuManager):
             connection_options={
                 "heartbeat": limits.heartbeat_seconds,
                 "connect_timeout": limits.connect_timeout_seconds,
+                # Bounds every blocking AMQP call (declare, consume, a write to a peer that stopped
+                # reading), so a frozen broker is noticed even outside the heartbeat checks.
+                "transport_options": {"read_timeout": 2 * limits.heartbeat_seconds,
+                                      "write_timeout": 2 * limits.heartbeat_seconds},
             },
             queue_options={
                 "durable": True,
@@ -188,25 +193,56 @@ class QueueManager(socketio.KombuManager):
                 with self._connection() as connection:
                     if ever_bound:
                         self._check_queue_survived(connection)
-                    with connection.SimpleQueue(self._queue()) as listener:
+                    received: collections.deque[kombu.Message] = collections.deque()
+                    # The stock KombuManager and Flask-SocketIO emitters publish JSON text.
+                    consumer = connection.Consumer(
+                        self._queue(), accept=["text/plain", "application/json"],
+                        callbacks=[lambda _, m: received.append(m)],
+                        on_decode_error=self._drop_undecodable)
+                    with consumer:  # declared and consuming: only now is the replica reachable
                         self._set_listener_bound(True)
                         ever_bound = True
                         retry_delay = 0.1
+                        last_check = time.monotonic()
                         while True:
                             try:
-                                message = listener.get(block=True, timeout=1)
-                            except listener.Empty:
-                                connection.heartbeat_check()
-                                continue
-                            message.ack()
-                            metrics.QUEUE_RECEIVES.inc()
-                            yield message.payload
+                                connection.drain_events(timeout=1)
+                            except socket.timeout:
+                                pass
+                            if time.monotonic() - last_check >= 1:
+                                connection.heartbeat_check()  # raises on a dead or frozen broker
+                                last_check = time.monotonic()
+                            while received:
+                                message = received.popleft()
+                                message.ack()
+                                metrics.QUEUE_RECEIVES.inc()
+                                decoded = self._decode(message.payload)
+                                if decoded is not None:
+                                    yield decoded
             except Exception as exc:  # any failure: bind the same queue again
                 if self.listener_bound:
                     log.error("broker listener lost its connection: %s", exc)
                 self._set_listener_bound(False)
                 time.sleep(retry_delay)
                 retry_delay = min(retry_delay * 2, self.limits.retry_max_seconds)
+
+    def _drop_undecodable(self, message: kombu.Message, exc: Exception) -> None:
+        message.ack()
+        metrics.QUEUE_LOST.labels("undecodable").inc()
+        log.error("dropped a message from the fan-out exchange that is not JSON: %s", exc)
+
+    def _decode(self, payload: object) -> dict | None:
+        try:
+            data = self.json.loads(payload) if isinstance(payload, (str, bytes)) else payload
+        except ValueError as exc:
+            data, error = None, exc
+        else:
+            error = None if isinstance(data, dict) and "method" in data else "not a manager message"
+        if error is not None:
+            metrics.QUEUE_LOST.labels("undecodable").inc()
+            log.error("dropped a message from the fan-out exchange: %s", error)
+            return None
+        return data
 
     def _check_queue_survived(self, connection: kombu.Connection) -> None:
         """After an outage longer than the queue's expiry, what was published meanwhile is lost."""
@@ -232,6 +268,7 @@ class QueueManager(socketio.KombuManager):
         return {
             "publisher_connected": self.publisher_connected,
             "listener_bound": self.listener_bound,
+            "listener_queue": self.listener_queue_name,
             "outbox": self._outbox.qsize(),
         }
 
@@ -242,6 +279,8 @@ def create_queue_manager(settings: Settings, *, write_only: bool) -> QueueManage
         settings.socketio_channel,
         write_only=write_only,
         process_id=settings.replica_id,
+        limits=BrokerLimits(
+            listener_queue_expiry_ms=int(settings.broker_queue_expiry_seconds * 1000)),
     )
 
 

@@ -7,9 +7,10 @@ malformed payload becomes one clear error for its sender instead of a traceback.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 # Namespaces.
 MAIN_NAMESPACE = "/"
@@ -86,9 +87,18 @@ class ChatSayPayload(Payload):
 
 
 class StartJobPayload(Payload):
-    steps: int = Field(default=10, ge=1, le=100)
+    steps: StrictInt = Field(default=10, ge=1, le=100)
 
 
 def user_room(user_id: str) -> str:
     """The room every connection of an authenticated user joins, on whichever replica it is."""
     return f"user:{user_id}"
+
+
+# Every session id starts with its replica's address ("10.0.0.7.5000.<random>", web/__init__.py).
+_SESSION_ROOM = re.compile(r"^\d{1,3}(\.\d{1,3}){3}\.\d{1,5}\.")
+
+
+def is_reserved_room(room: str) -> bool:
+    """A room that belongs to one connection (its sid) or one user: no client may join or close it."""
+    return room.startswith(user_room("")) or bool(_SESSION_ROOM.match(room))

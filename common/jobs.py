@@ -100,12 +100,16 @@ class JobQueue:
     """Enqueues jobs from any process: web handlers, scripts, other services.
 
     Create one per process and keep it. Publishing is serialized, so greenlets and threads may
-    share it, and bounded: an unreachable broker raises EnqueueFailed within a few seconds
+    share it, and bounded: an unreachable broker raises EnqueueFailed within about a second
     instead of blocking the caller.
     """
 
-    def __init__(self, amqp_url: str, connect_timeout: float = 2.0):
-        self._connection = kombu.Connection(amqp_url, connect_timeout=connect_timeout)
+    def __init__(self, amqp_url: str, connect_timeout: float = 0.4):
+        # transport_options bound the implicit connect of Producer()/default_channel too.
+        self._connection = kombu.Connection(amqp_url, connect_timeout=connect_timeout,
+                                            transport_options={
+                                                "max_retries": 1, "interval_start": 0.1,
+                                                "interval_step": 0.2, "interval_max": 0.2})
         self._lock = threading.Lock()
 
     def enqueue(self, name: str, args: dict[str, Any], job_id: str | None = None) -> str:
@@ -113,8 +117,9 @@ class JobQueue:
         with self._lock:
             try:
                 producer = self._connection.Producer()
-                publish = self._connection.ensure(producer, producer.publish, max_retries=2,
-                                                  interval_start=0.2, interval_step=0.5)
+                # One reconnection, quickly: a request handler waits at most about a second.
+                publish = self._connection.ensure(producer, producer.publish, max_retries=1,
+                                                  interval_start=0.1, interval_step=0.2)
                 publish(message, exchange=JOBS_EXCHANGE, routing_key=JOBS_QUEUE.routing_key,
                         declare=[JOBS_QUEUE], serializer="json", delivery_mode="persistent")
             except Exception as exc:

@@ -25,9 +25,14 @@ MIN_SECRET_LENGTH = 32
 
 
 def _own_address() -> str:
-    """The IP address other containers reach this one at (loopback outside containers)."""
+    """The IP address others reach this host at: the one its default route leaves from.
+
+    (/etc/hosts lists a container's addresses in no fixed order when it is on several networks.)
+    """
     try:
-        return socket.gethostbyname(socket.gethostname())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1; connect() on UDP sends nothing
+            return probe.getsockname()[0]
     except OSError:
         return "127.0.0.1"
 
@@ -43,6 +48,9 @@ class Settings(BaseSettings):
     # Broker. The channel is the fan-out exchange every replica and the worker share.
     amqp_url: SecretStr = SecretStr(DEV_AMQP_URL)
     socketio_channel: str = "flask-socketio"
+    # A replica's queue outlives a broker disconnection (nothing published meanwhile is lost)
+    # until it has had no consumer for this long; then it is deleted, and the loss is counted.
+    broker_queue_expiry_seconds: float = Field(30.0, ge=1)
 
     # Secrets.
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)

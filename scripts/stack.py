@@ -124,6 +124,8 @@ class Stack:
     workers: int = 1
     log_to_files: bool = False  # tests: one log file per process instead of the terminal
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Per-replica overrides by index, e.g. {1: {"AMQP_URL": <a fault proxy in front of RabbitMQ>}}.
+    replica_env_overrides: dict[int, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(tempfile.mkdtemp(prefix="realtime-stack-"))
@@ -144,7 +146,7 @@ class Stack:
         try:
             check_installed(need_rabbitmq=self.amqp_url is None)
             if self.amqp_url is None:
-                self.amqp_url = self._start_rabbitmq()
+                self.amqp_url = self.start_private_broker()
             for index in range(1, self.replicas + 1):
                 self.web.append(Replica(index=index, port=free_port()))
             for replica in self.web:
@@ -172,7 +174,7 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def _start_rabbitmq(self) -> str:
+    def start_private_broker(self) -> str:
         home = self.run_dir / "rabbitmq"
         home.mkdir()
         amqp_port, dist_port, epmd_port = free_port(), free_port(), free_port()
@@ -224,6 +226,7 @@ class Stack:
             "WEB_PORT": str(replica.port),
             "REPLICA_ADDRESS": f"127.0.0.1:{replica.port}",
             "PYTHONUNBUFFERED": "1",
+            **self.replica_env_overrides.get(replica.index, {}),
         }
 
     def start_replica(self, replica: Replica, wait: bool = True) -> None:

@@ -26,3 +26,8 @@ def sum_numbers(*numbers):
 
 socketio.on_event(Event.ECHO, echo, namespace=ECHO_NAMESPACE)
 socketio.on_event(Event.SUM, sum_numbers, namespace=ECHO_NAMESPACE)
+
+
+@socketio.on("*", namespace=ECHO_NAMESPACE)
+def unknown_echo_event(event, *args):
+    raise BadRequest(f"unknown event {event!r}")

@@ -29,6 +29,7 @@ from common.contract import (
     Event,
     RoomDataPayload,
     RoomPayload,
+    is_reserved_room,
     StartJobPayload,
     user_room,
 )
@@ -94,7 +95,10 @@ def on_my_broadcast_event(payload):
 
 @socketio.on(Event.JOIN)
 def on_join(payload):
-    join_room(RoomPayload.model_validate(payload).room)
+    room = RoomPayload.model_validate(payload).room
+    if is_reserved_room(room):
+        raise BadRequest(f"room {room!r} belongs to a connection or a user and cannot be joined")
+    join_room(room)
     emit(Event.MY_RESPONSE, {"data": "In rooms: " + ", ".join(rooms()), "count": _next_count()})
 
 
@@ -107,7 +111,7 @@ def on_leave(payload):
 @socketio.on(Event.CLOSE_ROOM)
 def on_close_room(payload):
     room = RoomPayload.model_validate(payload).room
-    if room == request.sid or room.startswith(user_room("")):
+    if is_reserved_room(room):
         raise BadRequest(f"room {room!r} belongs to a connection or a user and cannot be closed")
     emit(Event.MY_RESPONSE, {"data": f"Room {room} is closing.", "count": _next_count()}, to=room)
     close_room(room)

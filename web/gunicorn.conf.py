@@ -23,6 +23,7 @@ accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 proc_name = f"web-{_settings.replica_id}"
+control_socket_disable = True  # gunicorn 27's control socket is not used; it wants a writable $HOME
 
 
 def on_starting(server):
