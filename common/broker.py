@@ -43,7 +43,7 @@ class BrokerLimits:
     outbox_size: int = 10_000  # messages waiting to be published by this process
     listener_queue_length: int = 10_000  # messages kept for a replica whose listener is away
     listener_queue_expiry_ms: int = 30_000  # a dead replica's queue is deleted after this
-    heartbeat_seconds: int = 10
+    heartbeat_seconds: int = 5  # a dead or frozen broker is noticed within about 2x this
     connect_timeout_seconds: float = 2.0
     retry_max_seconds: float = 2.0
 

@@ -2,8 +2,8 @@
 
 1. Readiness turns 503 and new Socket.IO sessions are answered 503, which nginx takes as a cue
    to try the next replica (`proxy_next_upstream ... http_503`).
-2. Connected clients are disconnected at the Engine.IO level, a few at a time over
-   DRAIN_SECONDS, so they reconnect by themselves (to another replica) without a stampede.
+2. Connected clients lose their transport, a few at a time over DRAIN_SECONDS, so they
+   reconnect by themselves (to another replica) without a stampede.
 3. gunicorn's own graceful shutdown then finishes whatever requests are left.
 """
 
@@ -48,7 +48,13 @@ class Drain:
         log.info("draining: asking %d clients to reconnect elsewhere over %.1fs", len(sids), seconds)
         pause = seconds / len(sids) if sids else 0
         for sid in sids:
-            eio.disconnect(sid)  # an Engine.IO close: clients reconnect on their own
+            socket = eio.sockets.get(sid)
+            if socket is not None:
+                # Drop the transport without a CLOSE packet: to every client library that reads
+                # as a lost connection, so it reconnects by itself (a CLOSE packet would make
+                # python-socketio clients give up).
+                socket.close(wait=False, abort=True, reason=eio.reason.TRANSPORT_CLOSE)
+                eio.sockets.pop(sid, None)
             gevent.sleep(pause)
         log.info("drained")
 

@@ -19,13 +19,12 @@ def healthz():
 
 @blueprint.get("/readyz")
 def readyz():
-    """Readiness: not draining, and the broker listener is bound, so events of other replicas
-    reach this one's clients. The publisher's state is shown but does not count: emits wait in
-    the outbox while it reconnects."""
+    """Readiness: not draining, and both broker connections are up: the listener (events of
+    other replicas reach this one's clients) and the publisher (this one's reach theirs)."""
     manager = current_queue_manager()
     broker = manager.status() if manager else {"listener_bound": True, "publisher_connected": True}
     draining = current_drain().draining
-    ready = broker["listener_bound"] and not draining
+    ready = broker["listener_bound"] and broker["publisher_connected"] and not draining
     body = {"status": "ready" if ready else "not ready", "draining": draining,
             "replica": current_settings().replica_id, "broker": broker}
     return body, 200 if ready else 503

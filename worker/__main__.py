@@ -28,25 +28,25 @@ from worker.scheduler import Scheduler
 
 log = logging.getLogger("worker")
 
+HEARTBEAT_SECONDS = 5  # a dead or frozen broker is noticed within about 2x this
+
 
 def run(settings: Settings) -> None:
     amqp_url = settings.amqp_url.get_secret_value()
     emitter = create_emitter(settings)  # one per process, kept for its lifetime
     jobs = JobQueue(amqp_url)
-    # The heartbeat is checked between jobs, so a job may run up to about 2x this long before the
-    # broker drops the connection and hands the job out again.
-    consumer = JobConsumer(kombu.Connection(amqp_url, heartbeat=30), emitter,
+    consumer = JobConsumer(kombu.Connection(amqp_url, heartbeat=HEARTBEAT_SECONDS), emitter,
                            settings.job_retry_delays)
 
     def stop(signum, frame):
         log.info("stopping after the current job")
-        consumer.should_stop = True
+        consumer.request_stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     if settings.worker_health_port:
         serve_health(settings.health_host, settings.worker_health_port, lambda: {
-            "ready": consumer.consuming and not consumer.should_stop,
+            "ready": consumer.consuming and not consumer.stopping,
             "consuming": consumer.consuming,
             "publisher_connected": emitter.publisher_connected,
         })
@@ -54,7 +54,8 @@ def run(settings: Settings) -> None:
     if settings.server_event_interval > 0:
         Scheduler(amqp_url, jobs, settings.server_event_interval).start()
     log.info("worker %s consuming jobs: %s", settings.replica_id, ", ".join(sorted(JOBS)))
-    consumer.run()
+    # Short broker reads: a finished job is settled within this long (it runs on its own thread).
+    consumer.run(safety_interval=0.02)
     emitter.flush(5)
     log.info("worker stopped")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import kombu
@@ -34,6 +36,13 @@ def parse_job(body: Any) -> dict:
     return body
 
 
+@dataclass
+class RunningJob:
+    job: dict
+    message: kombu.Message
+    future: Future
+
+
 class JobConsumer(ConsumerMixin):
     """One job at a time (prefetch 1); the message is acknowledged only after the job finished.
 
@@ -46,6 +55,9 @@ class JobConsumer(ConsumerMixin):
         self.emitter = emitter
         self.retry_delays = retry_delays
         self.consuming = False
+        self.running: RunningJob | None = None
+        self.stopping = False
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
         self.consuming = True
@@ -71,15 +83,39 @@ class JobConsumer(ConsumerMixin):
         context = JobContext(job_id=job["id"], attempt=attempt, emitter=self.emitter)
         redelivered = " (redelivered)" if message.delivery_info.get("redelivered") else ""
         log.info("job %s %s attempt %d started%s", job["name"], job["id"], attempt, redelivered)
+        # The job runs on its own thread so this one keeps the broker connection's heartbeats
+        # going however long the job takes; prefetch 1 means no other job arrives meanwhile.
+        self.running = RunningJob(job, message, self._runner.submit(self._run, function, context,
+                                                                    args, job["name"]))
+
+    def _run(self, function, context: JobContext, args, name: str) -> bool:
+        """Run the job, then wait until its events are on the broker. False: not published."""
         started = time.monotonic()
         try:
             function.run(context, args)
+        finally:
+            metrics.JOB_DURATION.labels(name).observe(time.monotonic() - started)
+        return self.emitter.flush(FLUSH_TIMEOUT)
+
+    def request_stop(self) -> None:
+        """Stop once the running job (if any) is finished and settled."""
+        self.stopping = True
+
+    def on_iteration(self) -> None:
+        """Between broker reads: settle the running job once it has finished."""
+        running = self.running
+        if running is None or not running.future.done():
+            if running is None and self.stopping:
+                self.should_stop = True
+            return
+        self.running = None
+        job, message = running.job, running.message
+        try:
+            published = running.future.result()
         except Exception as exc:
             self._retry_or_dead_letter(message, job, exc)
             return
-        finally:
-            metrics.JOB_DURATION.labels(job["name"]).observe(time.monotonic() - started)
-        if not self.emitter.flush(FLUSH_TIMEOUT):
+        if not published:
             # Not acknowledged: the broker will hand the job out again once it is back.
             log.error("job %s %s: events not published within %.0fs; leaving it unacknowledged",
                       job["name"], job["id"], FLUSH_TIMEOUT)
@@ -87,7 +123,15 @@ class JobConsumer(ConsumerMixin):
             return
         message.ack()
         metrics.JOBS.labels(job["name"], "done").inc()
-        log.info("job %s %s done in %.2fs", job["name"], job["id"], time.monotonic() - started)
+        log.info("job %s %s done", job["name"], job["id"])
+
+    def on_connection_revived(self) -> None:
+        # A job that was running when the connection dropped will be redelivered; its message
+        # belongs to the dead channel and can no longer be acknowledged.
+        if self.running is not None:
+            log.warning("job %s %s outlived its broker connection; it will run again",
+                        self.running.job["name"], self.running.job["id"])
+            self.running = None
 
     def on_undecodable(self, message: kombu.Message, exc: Exception) -> None:
         self._dead_letter(message, message.body, f"poison message: undecodable: {exc}", "poison")

@@ -1,0 +1,311 @@
+"""Broker, connection, replica and deploy faults, with real processes on loopback.
+
+These tests run their own stack (they stop the broker and kill replicas), with a TCP fault proxy
+between replica web-1 and RabbitMQ so its broker connections can be cut or frozen alone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import urllib.parse
+
+import kombu
+from amqp.exceptions import NotFound
+import pytest
+import requests
+import socketio
+
+from common.contract import Event
+from scripts.stack import MissingDependency, Stack, StartupFailed, free_port
+from tests.integration.clients import RecordingClient, disconnect_all
+from tests.integration.conftest import STACK_ENV
+from tests.integration.faultproxy import FaultProxy
+
+pytestmark = pytest.mark.integration
+
+QUEUE_EXPIRY_SECONDS = 6
+DRAIN_SECONDS = 3
+
+
+@pytest.fixture(scope="module")
+def faulty():
+    """A 3-replica stack whose web-1 reaches RabbitMQ through a fault proxy."""
+    if "/usr/sbin" not in os.environ.get("PATH", ""):
+        os.environ["PATH"] += ":/usr/sbin:/sbin"
+    stack = Stack(replicas=3, port=free_port(), workers=1, log_to_files=True, extra_env={
+        **STACK_ENV, "BROKER_QUEUE_EXPIRY_SECONDS": str(QUEUE_EXPIRY_SECONDS),
+        "DRAIN_SECONDS": str(DRAIN_SECONDS), "SERVER_EVENT_INTERVAL": "0"})
+    try:
+        stack.amqp_url = stack.start_private_broker()
+        broker_port = urllib.parse.urlsplit(stack.amqp_url).port
+        proxy = FaultProxy(broker_port)
+        stack.replica_env_overrides[1] = {
+            "AMQP_URL": stack.amqp_url.replace(f":{broker_port}/", f":{proxy.port}/")}
+        stack.start()
+    except (MissingDependency, StartupFailed) as exc:
+        stack.stop()
+        pytest.fail(f"cannot start the stack: {exc}", pytrace=False)
+    stack.proxy = proxy
+    yield stack
+    proxy.close()
+    stack.stop()
+    print(f"\nfault stack logs: {stack.run_dir}")
+
+
+@pytest.fixture
+def opened():
+    clients: list[RecordingClient] = []
+    yield clients
+    disconnect_all(clients)
+
+
+def on_replicas(stack, opened, wanted: set[str], **options) -> dict[str, RecordingClient]:
+    """One client on each wanted replica (new sessions go round-robin, so this is quick)."""
+    found: dict[str, RecordingClient] = {}
+    for _ in range(len(wanted) * 6):
+        client = RecordingClient(stack.url, **options).connect()
+        opened.append(client)
+        replica = client.info()["replica"]
+        if replica in wanted and replica not in found:
+            found[replica] = client
+        if set(found) == wanted:
+            return found
+    raise AssertionError(f"could not place clients on {sorted(wanted)}; got {sorted(found)}")
+
+
+def readiness(stack, index: int) -> int:
+    try:
+        return requests.get(f"{stack.web[index - 1].url}/readyz", timeout=2).status_code
+    except requests.RequestException:
+        return 0
+
+
+def wait_until(condition, timeout: float, interval: float = 0.1) -> float:
+    """Seconds until condition() is true; AssertionError after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout}s")
+        time.sleep(interval)
+    return time.monotonic() - started
+
+
+def broadcast_reaches(sender: RecordingClient, receivers, marker: str, timeout: float) -> bool:
+    sender.sio.emit(Event.MY_BROADCAST_EVENT, {"data": marker})
+    try:
+        for client in receivers:
+            client.wait_for(Event.MY_RESPONSE, lambda r: r["data"] == marker, timeout=timeout)
+        return True
+    except AssertionError:
+        return False
+
+
+def metric(stack, index: int, name: str, labels: str = "") -> float:
+    text = requests.get(f"{stack.web[index - 1].url}/metrics", timeout=5).text
+    prefix = f"{name}{{{labels}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def recover_everyone(stack, sender, receivers, unique, timeout: float) -> float:
+    """Seconds until a broadcast from `sender` reaches every receiver again."""
+    attempt = iter(range(10_000))
+    return wait_until(lambda: broadcast_reaches(sender, receivers, f"{unique}-{next(attempt)}",
+                                                timeout=0.5), timeout, interval=0)
+
+
+@pytest.mark.parametrize("outage_seconds", [3, 30])
+def test_broker_outage(faulty, opened, unique, outage_seconds):
+    clients = on_replicas(faulty, opened, {"web-1", "web-2", "web-3"})
+    sender, others = clients["web-2"], [clients["web-1"], clients["web-3"]]
+    local = RecordingClient(faulty.url).connect()  # a second client on web-2, for local delivery
+    opened.append(local)
+    while local.info()["replica"] != "web-2":
+        local.disconnect()
+        local = RecordingClient(faulty.url).connect()
+        opened.append(local)
+    assert broadcast_reaches(sender, [*others, local], f"{unique}-before", timeout=5)
+
+    # A job in the durable queue while the broker is away must survive and run afterwards.
+    faulty.stop_broker()
+    down_at = time.monotonic()
+    slowest_ack = 0.0
+    api_statuses = []
+    while time.monotonic() - down_at < outage_seconds:
+        started = time.monotonic()
+        assert sender.sio.call(Event.MY_PING, {"t": started}, timeout=5) == {"t": started}
+        sender.sio.emit(Event.MY_BROADCAST_EVENT, {"data": f"{unique}-local"})
+        slowest_ack = max(slowest_ack, time.monotonic() - started)
+        started = time.monotonic()
+        api_statuses.append(requests.post(
+            f"{faulty.url}/api/notifications", json={"to": "all", "data": {}},
+            headers={"Authorization": f"Bearer {STACK_ENV['API_KEY']}"}, timeout=10).status_code)
+        slowest_ack = max(slowest_ack, time.monotonic() - started)
+        time.sleep(0.5)
+    # Replicas kept serving their own clients: local delivery needs no broker.
+    local.wait_for(Event.MY_RESPONSE, lambda r: r["data"] == f"{unique}-local", timeout=2)
+    assert slowest_ack < 1.0, f"a handler or the API blocked {slowest_ack:.2f}s"
+    assert set(api_statuses) == {503}
+
+    faulty.start_broker()
+    recovered = recover_everyone(faulty, sender, others, unique, timeout=5)
+    print(f"\noutage {outage_seconds}s: slowest ack {slowest_ack * 1000:.0f} ms during it; "
+          f"cross-replica broadcast back {recovered:.2f}s after the broker")
+    job = requests.post(f"{faulty.url}/api/notifications", json={"to": "all", "data": {}},
+                        headers={"Authorization": f"Bearer {STACK_ENV['API_KEY']}"}, timeout=10)
+    assert job.status_code == 202
+    for client in others:
+        client.wait_for(Event.NOTIFICATION, lambda n: n["id"] == job.json()["id"], timeout=15)
+
+
+def test_jobs_survive_a_broker_restart(faulty, opened):
+    client = RecordingClient(faulty.url).connect()
+    opened.append(client)
+    job_id = client.sio.call(Event.START_JOB, {"steps": 6}, timeout=10)["job_id"]
+    client.wait_for(Event.JOB_PROGRESS, lambda p: p["job_id"] == job_id, timeout=15)
+    faulty.stop_broker()
+    time.sleep(2)
+    faulty.start_broker()
+    done = client.wait_for(Event.JOB_DONE, lambda d: d["job_id"] == job_id, timeout=60)
+    assert done["result"]["steps"] == 6
+
+
+def test_listener_reconnect_loses_nothing_published_meanwhile(faulty, opened, unique):
+    clients = on_replicas(faulty, opened, {"web-1", "web-2"})
+    cut_off, sender = clients["web-1"], clients["web-2"]
+    reconnects_before = metric(faulty, 1, "broker_reconnects_total", 'connection="listener"')
+    faulty.proxy.cut()
+    wait_until(lambda: readiness(faulty, 1) == 503, timeout=10)
+    markers = [f"{unique}-{n}" for n in range(20)]
+    for marker in markers:
+        sender.sio.emit(Event.MY_BROADCAST_EVENT, {"data": marker})
+    time.sleep(1)
+    faulty.proxy.restore()
+    wait_until(lambda: readiness(faulty, 1) == 200, timeout=10)
+    for marker in markers:
+        cut_off.wait_for(Event.MY_RESPONSE, lambda r, m=marker: r["data"] == m, timeout=10)
+    assert metric(faulty, 1, "broker_reconnects_total", 'connection="listener"') > reconnects_before
+
+
+def test_frozen_broker_connection_is_detected_and_shown_in_readiness(faulty):
+    faulty.proxy.freeze()
+    try:
+        detected = wait_until(lambda: readiness(faulty, 1) == 503, timeout=30, interval=0.5)
+    finally:
+        faulty.proxy.cut()
+        faulty.proxy.restore()
+    print(f"\nfrozen connection detected after {detected:.1f}s")
+    wait_until(lambda: readiness(faulty, 1) == 200, timeout=15)
+
+
+def test_loss_after_queue_expiry_is_counted(faulty, opened, unique):
+    lost_before = metric(faulty, 1, "broker_messages_lost_total", 'where="listener_queue_expired"')
+    faulty.proxy.cut()
+    time.sleep(QUEUE_EXPIRY_SECONDS + 4)
+    faulty.proxy.restore()
+    wait_until(lambda: readiness(faulty, 1) == 200, timeout=15)
+    lost_after = metric(faulty, 1, "broker_messages_lost_total", 'where="listener_queue_expired"')
+    assert lost_after == lost_before + 1
+    log = (faulty.run_dir / "web-1.log").read_text()
+    assert "expired while disconnected" in log
+
+
+def reconnecting_client(url: str, rejoin_room: str | None = None) -> socketio.Client:
+    """A client as an app would write it: reconnects by itself and re-joins its room on connect."""
+    client = socketio.Client(reconnection=True, reconnection_delay=0.5,
+                             reconnection_delay_max=2, request_timeout=10)
+    client.history = []
+
+    @client.on("connect")
+    def rejoin():
+        client.history.append(time.monotonic())
+        if rejoin_room:
+            client.emit(Event.JOIN, {"room": rejoin_room})
+
+    client.connect(url, transports=["websocket"], wait_timeout=10)
+    return client
+
+
+def replica_of(client: socketio.Client) -> str:
+    return client.call(Event.SERVER_INFO, timeout=10)["replica"]
+
+
+def test_killed_replica_clients_move_and_rejoin_their_rooms(faulty, unique):
+    victim = faulty.web[2]  # web-3
+    listener_queue = requests.get(f"{victim.url}/readyz", timeout=5).json()["broker"][
+        "listener_queue"]
+    clients = [reconnecting_client(faulty.url, rejoin_room=unique) for _ in range(9)]
+    try:
+        on_victim = [c for c in clients if replica_of(c) == victim.replica_id]
+        assert on_victim, "round-robin should place some of 9 clients on web-3"
+        hits = []
+        for c in on_victim:
+            c.on(Event.MY_RESPONSE, lambda data: hits.append(data))
+        killed_at = time.monotonic()
+        os.killpg(victim.process.popen.pid, signal.SIGKILL)
+        moved = wait_until(lambda: all(len(c.history) >= 2 and c.connected for c in on_victim),
+                           timeout=10)
+        assert {replica_of(c) for c in on_victim} <= {"web-1", "web-2"}
+        print(f"\n{len(on_victim)} clients of the killed replica reconnected within {moved:.1f}s")
+
+        # They re-joined their room on connect, so a room event reaches them on their new replica.
+        sender = socketio.Client()
+        sender.connect(faulty.url, transports=["websocket"])
+        sender.emit(Event.MY_ROOM_EVENT, {"room": unique, "data": "after the move"})
+        wait_until(lambda: sum(h["data"] == "after the move" for h in hits) >= len(on_victim),
+                   timeout=5)
+        sender.disconnect()
+
+        # The dead replica's queue goes away on its own instead of filling for minutes. (Only one
+        # look: a declare, even a passive one, renews the queue's lease.)
+        time.sleep(max(0.0, killed_at + QUEUE_EXPIRY_SECONDS + 3 - time.monotonic()))
+        assert not queue_exists(faulty.amqp_url, listener_queue)
+        print(f"its broker queue was gone {time.monotonic() - killed_at:.1f}s after the kill")
+    finally:
+        for c in clients:
+            c.disconnect()
+        faulty.start_replica(victim)
+
+
+def queue_exists(amqp_url: str, name: str) -> bool:
+    with kombu.Connection(amqp_url) as connection:
+        channel = connection.channel()
+        try:
+            channel.queue_declare(queue=name, passive=True)
+            return True
+        except NotFound:
+            return False
+
+
+def test_graceful_drain_moves_clients_spread_over_time(faulty):
+    victim = faulty.web[1]  # web-2
+    clients = [reconnecting_client(faulty.url) for _ in range(12)]
+    try:
+        on_victim = [c for c in clients if replica_of(c) == victim.replica_id]
+        assert len(on_victim) >= 3
+        victim.process.send(signal.SIGTERM)
+        wait_until(lambda: readiness(faulty, 2) == 503 or not victim.process.running(), timeout=2)
+        # New sessions go elsewhere while it drains.
+        newcomer = socketio.Client()
+        newcomer.connect(faulty.url, transports=["polling"])
+        assert replica_of(newcomer) != victim.replica_id
+        newcomer.disconnect()
+
+        wait_until(lambda: all(len(c.history) >= 2 and c.connected for c in on_victim),
+                   timeout=DRAIN_SECONDS + 10)
+        moves = sorted(c.history[1] for c in on_victim)
+        spread = moves[-1] - moves[0]
+        assert spread >= DRAIN_SECONDS * 0.4, f"clients moved all at once ({spread:.2f}s)"
+        exited = wait_until(lambda: not victim.process.running(), timeout=DRAIN_SECONDS + 12)
+        print(f"\ndrain: {len(on_victim)} clients moved over {spread:.1f}s; "
+              f"the replica exited {exited:.1f}s after that")
+        assert victim.process.popen.returncode == 0
+    finally:
+        for c in clients:
+            c.disconnect()
+        if not victim.process.running():
+            faulty.start_replica(victim)
