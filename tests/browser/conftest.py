@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.conftest import STACK_ENV, stack, unique  # noqa: F401  (shared fixtures)
+from tests.conftest import STACK_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"

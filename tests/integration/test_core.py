@@ -26,7 +26,7 @@ from tests.integration.clients import (
     on_distinct_replicas,
     with_marker,
 )
-from tests.integration.conftest import STACK_ENV
+from tests.conftest import STACK_ENV
 
 pytestmark = pytest.mark.integration
 

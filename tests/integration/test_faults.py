@@ -20,7 +20,7 @@ import socketio
 from common.contract import Event
 from scripts.stack import MissingDependency, Stack, StartupFailed, free_port
 from tests.integration.clients import RecordingClient, disconnect_all
-from tests.integration.conftest import STACK_ENV
+from tests.conftest import STACK_ENV
 from tests.integration.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.integration

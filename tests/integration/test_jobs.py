@@ -17,7 +17,7 @@ from common.contract import Event
 from common.jobs import DEAD_LETTER_QUEUE, JOBS_EXCHANGE, JOBS_QUEUE, Job, JobQueue, now_ms
 from scripts.stack import ROOT
 from tests.integration.clients import RecordingClient
-from tests.integration.conftest import STACK_ENV
+from tests.conftest import STACK_ENV
 
 pytestmark = pytest.mark.integration
 
