@@ -3,6 +3,7 @@
 SHELL := /bin/bash
 
 VENV ?= .venv
+LOADTEST_VENV ?= .venv-loadtest
 PY := $(VENV)/bin/python
 REPLICAS ?= 3
 PORT ?= 8080
@@ -29,7 +30,7 @@ install: $(VENV)/.installed node_modules/.installed ## install Python (.venv) an
 run: $(VENV)/.installed ## run the whole stack natively on 127.0.0.1:$(PORT) (REPLICAS, WORKERS, AMQP_URL)
 	$(PY) -m scripts.stack --replicas $(REPLICAS) --port $(PORT) --workers $(WORKERS) --amqp-url "$(AMQP_URL)"
 
-test: install ## run every test against the real stack (this is what CI runs)
+test: install $(LOADTEST_VENV)/.installed ## run every test against the real stack (this is what CI runs)
 	scripts/pytest.sh $(PY) tests $(PYTEST_ARGS)
 
 test-unit: $(VENV)/.installed ## unit tests only: no network, seconds
@@ -64,3 +65,28 @@ scale: ## change the number of web replicas of the running containers: make scal
 
 test-compose: $(VENV)/.installed ## build the images and test the containerized stack on a real engine
 	scripts/pytest.sh $(PY) tests/compose $(PYTEST_ARGS)
+
+# Load tests (loadtest/): Locust and matplotlib in their own .venv-loadtest from
+# requirements/loadtest.lock (LOADTEST_VENV, set at the top); the runner itself uses the app's
+# .venv and starts the stack.
+URL ?=
+CLIENTS ?= 1500
+SPAWN_RATE ?= 150
+DURATION ?= 40
+SCENARIO ?= mixed
+TRANSPORTS ?= websocket:80,polling:10,upgrade:10
+LOADTEST_ARGS ?=
+LOADTEST_RUN = $(PY) -m loadtest.run --clients $(CLIENTS) --spawn-rate $(SPAWN_RATE) \
+	--duration $(DURATION) --transports $(TRANSPORTS) --replicas $(REPLICAS)
+.PHONY: loadtest loadtest-compare
+
+$(LOADTEST_VENV)/.installed: requirements/loadtest.lock
+	test -x $(LOADTEST_VENV)/bin/python || python3 -m venv $(LOADTEST_VENV)
+	$(LOADTEST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/loadtest.lock
+	touch $@
+
+loadtest: $(VENV)/.installed $(LOADTEST_VENV)/.installed ## load test (Locust, real Socket.IO clients): starts the stack unless URL=...; report in loadtest-results/
+	$(LOADTEST_RUN) --scenario $(SCENARIO) $(if $(URL),--url $(URL)) $(LOADTEST_ARGS)
+
+loadtest-compare: $(VENV)/.installed $(LOADTEST_VENV)/.installed ## the same load test against this stack and the plain Flask-SocketIO recipe (loadtest/baseline/)
+	$(LOADTEST_RUN) --scenario $(if $(filter mixed,$(SCENARIO)),chat,$(SCENARIO)) --compare-baseline $(LOADTEST_ARGS)

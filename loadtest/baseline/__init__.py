@@ -1,0 +1,1 @@
+"""The baseline: the plain Flask-SocketIO documentation recipe, for `make loadtest-compare`."""
