@@ -169,6 +169,7 @@ def test_new_sessions_from_one_ip_spread_evenly_over_the_replicas(stack):
     finally:
         disconnect_in_parallel(many)
 
+    print(f"\n{LOAD_CLIENTS} clients from 127.0.0.1 per replica: {dict(sorted(counts.items()))}")
     expected = LOAD_CLIENTS / len(stack.web)
     assert set(counts) == {replica.replica_id for replica in stack.web}, counts
     for replica, count in counts.items():
