@@ -126,9 +126,14 @@ class Stack:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Per-replica overrides by index, e.g. {1: {"AMQP_URL": <a fault proxy in front of RabbitMQ>}}.
     replica_env_overrides: dict[int, dict[str, str]] = field(default_factory=dict)
+    # nginx template values to override (the NGINX_* limits, for tests).
+    nginx_overrides: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(tempfile.mkdtemp(prefix="realtime-stack-"))
+        # Started as root, nginx's workers run as `nobody` and must reach their temp directories
+        # (polling POSTs above 16 KB are buffered in body/; mkdtemp's 0700 made them fail 500).
+        self.run_dir.chmod(0o711)
         self.processes: list[Process] = []
         self.web: list[Replica] = []
         self.worker_processes: list[Process] = []
@@ -269,7 +274,21 @@ class Stack:
             "NGINX_REPLICA_NETWORKS": "127.0.0.0/8 1;",
             "NGINX_REPLICA_PORTS": "|".join(str(replica.port) for replica in self.web),
             "NGINX_RUN_DIR": str(self.run_dir),
+            # A little above the replicas' MAX_MESSAGE_BYTES: engine.io answers bodies up to there.
+            "NGINX_MAX_BODY": f"{self.max_message_bytes() // 1024 + 16}k",
+            # Per client address. High: the load test opens thousands of clients from 127.0.0.1
+            # (up to 2 connections each while polling) at 150 new sessions a second.
+            "NGINX_CONN_PER_ADDRESS": "10000",
+            "NGINX_NEW_SESSION_RATE": "500r/s",
+            "NGINX_NEW_SESSION_BURST": "2000",
+            **self.nginx_overrides,
         }
+
+    def max_message_bytes(self) -> int:
+        from common.settings import Settings  # the setting's default, unless the stack sets it
+
+        default = Settings.model_fields["max_message_bytes"].default
+        return int(self.extra_env.get("MAX_MESSAGE_BYTES", default))
 
     def _start_nginx(self) -> None:
         values = self.nginx_values()
@@ -285,16 +304,19 @@ class Stack:
     # -- stopping -----------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """SIGTERM everything at once, SIGKILL what is left after STOP_TIMEOUT, clean up."""
-        for process in reversed(self.processes):
-            if process.running():
-                process.send(process.stop_signal)
+        """SIGTERM everything, the broker last (the others finish their work through it); SIGKILL
+        whatever is left after STOP_TIMEOUT; clean up."""
         deadline = time.monotonic() + STOP_TIMEOUT
-        for process in self.processes:
-            try:
-                process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
+        broker_side = [p for p in self.processes if p.name in ("rabbitmq", "epmd")]
+        for group in ([p for p in self.processes if p not in broker_side], broker_side):
+            for process in reversed(group):
+                if process.running():
+                    process.send(process.stop_signal)
+            for process in group:
+                try:
+                    process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
         for process in self.processes:  # also the children a process group leader left behind
             process.kill_group()
             process.popen.wait()
@@ -349,17 +371,27 @@ def main(argv: list[str] | None = None) -> int:
     if "/usr/sbin" not in os.environ.get("PATH", ""):
         os.environ["PATH"] += ":/usr/sbin:/sbin"  # nginx lives there; not on every user's PATH
 
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     stack = Stack(replicas=args.replicas, port=args.port, workers=args.workers,
                   amqp_url=args.amqp_url or None)
+    state = {"started": False, "stopping": False}
+
+    def request_stop(*_):
+        state["stopping"] = True
+        if not state["started"]:
+            raise KeyboardInterrupt  # abandon the start; `finally` stops what already runs
+
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, which would leave Ctrl-C
+    # (or `kill -INT`) without its KeyboardInterrupt.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_stop)
     try:
         stack.start()
-        print(f"\n  The stack is up: {stack.url}  ({args.replicas} replicas"
-              f"{', ' + str(len(stack.worker_processes)) + ' workers' if stack.worker_processes else ''}"
-              f", RabbitMQ {'private' if not args.amqp_url else 'at --amqp-url'})"
-              "\n  Ctrl-C stops it.\n", flush=True)
-        while not stopping:
+        state["started"] = True
+        workers = f", {len(stack.worker_processes)} workers" if stack.worker_processes else ""
+        broker = "private" if not args.amqp_url else "at --amqp-url"
+        print(f"\n  The stack is up: {stack.url}  ({args.replicas} replicas{workers}, "
+              f"RabbitMQ {broker})\n  Ctrl-C stops it.\n", flush=True)
+        while not state["stopping"]:
             for process in stack.failed_processes():
                 print(f"{process.name} exited with {process.popen.returncode}", file=sys.stderr)
                 stack.processes.remove(process)

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from common.jobs import EnqueueFailed, Job, JobQueue, now_ms
 from common.logs import configure_logging
 from common.settings import Settings, load_settings
-from worker.consumer import JobConsumer
+from worker.consumer import JobConsumer, StopConsuming
 from worker.health import serve_health
 from worker.jobs import JOBS
 from worker.scheduler import Scheduler
@@ -55,7 +55,10 @@ def run(settings: Settings) -> None:
         Scheduler(amqp_url, jobs, settings.server_event_interval).start()
     log.info("worker %s consuming jobs: %s", settings.replica_id, ", ".join(sorted(JOBS)))
     # Short broker reads: a finished job is settled within this long (it runs on its own thread).
-    consumer.run(safety_interval=0.02)
+    try:
+        consumer.run(safety_interval=0.02)
+    except StopConsuming:
+        pass
     emitter.flush(5)
     log.info("worker stopped")
 

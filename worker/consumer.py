@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 FLUSH_TIMEOUT = 10.0  # how long a finished job waits for its events to reach the broker
 
 
+class StopConsuming(Exception):
+    """Asked to stop while the broker is unreachable."""
+
+
 class PoisonMessage(Exception):
     """A message that can never succeed: not a job, an unknown job, or invalid arguments."""
 
@@ -65,6 +69,8 @@ class JobConsumer(ConsumerMixin):
 
     def on_connection_error(self, exc, interval):
         self.consuming = False
+        if self.stopping:  # no job to finish and no broker to finish it with: stop now
+            raise StopConsuming() from exc
         log.error("job queue connection lost (%s); retrying in %.1fs", exc, interval)
 
     def get_consumers(self, Consumer, channel):
@@ -100,6 +106,8 @@ class JobConsumer(ConsumerMixin):
     def request_stop(self) -> None:
         """Stop once the running job (if any) is finished and settled."""
         self.stopping = True
+        if self.running is None:
+            self.should_stop = True
 
     def on_iteration(self) -> None:
         """Between broker reads: settle the running job once it has finished."""
