@@ -290,16 +290,22 @@ class Stack:
         default = Settings.model_fields["max_message_bytes"].default
         return int(self.extra_env.get("MAX_MESSAGE_BYTES", default))
 
-    def _start_nginx(self) -> None:
+    nginx_ready_path = "/healthz"  # asked through nginx once it runs
+
+    def render_nginx_config(self) -> None:
+        """Write run_dir/nginx.conf (and what it includes) from the templates."""
         values = self.nginx_values()
         render(NGINX_DIR / "socketio.conf.template", self.run_dir / "socketio.conf", values)
         render(NGINX_DIR / "native.conf.template", self.run_dir / "nginx.conf", values)
+
+    def _start_nginx(self) -> None:
+        self.render_nginx_config()
         nginx = ["nginx", "-p", str(self.run_dir), "-c", str(self.run_dir / "nginx.conf")]
         check = subprocess.run([*nginx, "-t", "-q"], capture_output=True, text=True)
         if check.returncode != 0:
             raise StartupFailed(f"nginx rejected its configuration:\n{check.stderr}")
         process = self._spawn("nginx", nginx)
-        wait_for_http(f"{self.url}/healthz", 15, process)
+        wait_for_http(f"{self.url}{self.nginx_ready_path}", 15, process)
 
     # -- stopping -----------------------------------------------------------------------------
 

@@ -6,11 +6,10 @@ RabbitMQ in a temporary directory); only what runs differs.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
-from scripts.stack import ROOT, Replica, Stack, StartupFailed, render, wait_for_http
+from scripts.stack import ROOT, Replica, Stack, render, wait_for_http
 
 BASELINE_DIR = Path(__file__).resolve().parent
 
@@ -32,12 +31,7 @@ class BaselineStack(Stack):
     def _start_workers(self) -> None:
         pass  # the recipe has no background worker
 
-    def _start_nginx(self) -> None:
-        values = self.nginx_values()
-        render(BASELINE_DIR / "nginx.conf.template", self.run_dir / "nginx.conf", values)
-        nginx = ["nginx", "-p", str(self.run_dir), "-c", str(self.run_dir / "nginx.conf")]
-        check = subprocess.run([*nginx, "-t", "-q"], capture_output=True, text=True)
-        if check.returncode != 0:
-            raise StartupFailed(f"nginx rejected the baseline configuration:\n{check.stderr}")
-        process = self._spawn("nginx", nginx)
-        wait_for_http(f"{self.url}/readyz", 15, process)
+    nginx_ready_path = "/readyz"
+
+    def render_nginx_config(self) -> None:
+        render(BASELINE_DIR / "nginx.conf.template", self.run_dir / "nginx.conf", self.nginx_values())
