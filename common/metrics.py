@@ -17,6 +17,10 @@ EVENTS_EMITTED = Counter("socketio_events_emitted_total",
                          "Emits to clients (one per emit, whatever the number of recipients)")
 EVENTS_REFUSED = Counter("socketio_events_refused_total", "Events answered with an error",
                          ["reason"])
+LIMIT_EXCEEDED = Counter("socketio_limit_exceeded_total",
+                         "Clients stopped by a limit (once per offending connection; origin: "
+                         "per refused handshake)", ["limit"])
+PACKETS_DROPPED = Counter("socketio_packets_dropped_total", "Malformed packets dropped", ["layer"])
 
 # The broker, in every process that uses it.
 QUEUE_PUBLISHES = Counter("broker_publishes_total", "Messages published to the fan-out exchange")

@@ -71,7 +71,16 @@ class Settings(BaseSettings):
     cors_allowed_origins: Annotated[list[str], NoDecode] = []  # empty: same origin only
     ping_interval: int = Field(25, ge=1)
     ping_timeout: int = Field(20, ge=1)
+    # Limits per client (web/limits.py). A message (an event with its binary attachments) above
+    # MAX_MESSAGE_BYTES closes the connection (WebSocket close code 1009, polling 400).
     max_message_bytes: int = Field(1_000_000, ge=1024)
+    # Messages a client may send: EVENT_BURST at once, EVENT_RATE_PER_SECOND sustained; beyond
+    # that it is disconnected. Far above what the demo page and the load test send.
+    event_rate_per_second: float = Field(50.0, gt=0)
+    event_burst: int = Field(100, ge=1)
+    # What may wait to be sent to one client that does not read; beyond either, it is dropped.
+    max_outgoing_packets: int = Field(10_000, ge=16)
+    max_outgoing_bytes: int = Field(8_000_000, ge=1024)
 
     # Demo login: POST /api/demo/token issues a token for any user name. Anyone can then act as
     # anyone, so it is on by default only in development.
@@ -115,6 +124,9 @@ class Settings(BaseSettings):
             raise ValueError(f"REPLICA_ADDRESS must be IPv4:port, got {self.replica_address!r}")
         if not port.isdigit():
             raise ValueError(f"REPLICA_ADDRESS must be IPv4:port, got {self.replica_address!r}")
+        if self.max_outgoing_bytes < self.max_message_bytes:
+            raise ValueError("MAX_OUTGOING_BYTES must be at least MAX_MESSAGE_BYTES, or one "
+                             "allowed message would drop every client it is sent to")
         if self.app_env == "production":
             self._refuse_development_secrets()
         return self

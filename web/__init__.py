@@ -16,6 +16,7 @@ from common.broker import QueueManager, create_queue_manager
 from common.jobs import JobQueue
 from common.settings import Settings, load_settings
 from web.drain import Drain
+from web.limits import OriginCheck, install as install_limits
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,9 @@ def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
     socketio.init_app(
         app,
         async_mode=async_mode,
-        # None means same-origin only; '*' is refused by the settings.
-        cors_allowed_origins=settings.cors_allowed_origins or None,
+        # An allow-list (empty: same origin only; '*' is refused by the settings), as a callable
+        # so that refusals are counted and logged (web/limits.py).
+        cors_allowed_origins=OriginCheck(settings.cors_allowed_origins),
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         max_http_buffer_size=settings.max_message_bytes,
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
         **options,
     )
     route_sessions_to_this_replica(socketio, settings.replica_address)
+    install_limits(socketio.server, settings)
     eio = socketio.server.eio
     metrics.CONNECTED_CLIENTS.set_function(lambda: len(eio.sockets))
     drain = Drain(socketio)

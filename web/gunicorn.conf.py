@@ -42,5 +42,8 @@ def on_starting(server):
 def post_worker_init(worker):
     """On SIGTERM, drain the replica's clients to the others before gunicorn's shutdown."""
     from web.drain import drain_on_sigterm
+    from web.limits import OriginCheckingWebSocketHandler
 
     drain_on_sigterm(worker, _settings.drain_seconds)
+    # Refuses a foreign Origin before the WebSocket upgrade, which engine.io cannot (web/limits.py).
+    worker.wsgi_handler = OriginCheckingWebSocketHandler
