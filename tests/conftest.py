@@ -10,8 +10,10 @@ own CI step (make test-compose). Naming tests/compose on the command line still 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from typing import Callable, Iterator
 
 import pytest
 
@@ -29,19 +31,35 @@ STACK_ENV = {
 }
 
 
-@pytest.fixture(scope="session")
-def stack():
+@contextlib.contextmanager
+def running_stack(label: str, prepare: Callable[[Stack], None] | None = None,
+                  **options) -> Iterator[Stack]:
+    """A native stack on free loopback ports, stopped afterwards; its logs stay in its run_dir.
+
+    `prepare` runs before the start (a fault proxy in front of the broker, say). A missing
+    program fails the test with the command that installs it: never a skip.
+    """
     if "/usr/sbin" not in os.environ.get("PATH", ""):
         os.environ["PATH"] += ":/usr/sbin:/sbin"
-    native = Stack(replicas=3, port=free_port(), workers=1, log_to_files=True,
-                   extra_env=STACK_ENV)
+    native = Stack(port=free_port(), log_to_files=True, **options)
     try:
+        if prepare is not None:
+            prepare(native)
         native.start()
     except (MissingDependency, StartupFailed) as exc:
-        pytest.fail(f"cannot start the stack: {exc}", pytrace=False)
-    yield native
-    native.stop()
-    print(f"\nstack logs: {native.run_dir}")
+        native.stop()
+        pytest.fail(f"cannot start the {label}: {exc}", pytrace=False)
+    try:
+        yield native
+    finally:
+        native.stop()
+        print(f"\n{label} logs: {native.run_dir}")
+
+
+@pytest.fixture(scope="session")
+def stack():
+    with running_stack("stack", replicas=3, workers=1, extra_env=STACK_ENV) as native:
+        yield native
 
 
 @pytest.fixture

@@ -427,7 +427,13 @@ def _guard_socketio_messages(sio_server, limits: ClientLimits) -> None:
 
     def on_message(eio_sid, data):
         pending = sio_server._binary_packet.get(eio_sid)
-        if pending is not None and isinstance(data, (bytes, bytearray)):
+        if pending is not None and not isinstance(data, (bytes, bytearray)):
+            # Attachments are binary; a text message means the announced ones never came.
+            # Upstream would take this message for an attachment and lose it.
+            sio_server._binary_packet.pop(eio_sid, None)
+            limits.malformed(eio_sid, "socket.io", "binary packet without its attachments")
+            pending = None
+        if pending is not None:
             total = len(data) + sum(len(a) for a in pending.attachments)
             if total > limits.max_message_bytes:
                 sio_server._binary_packet.pop(eio_sid, None)
@@ -443,7 +449,7 @@ def _guard_socketio_messages(sio_server, limits: ClientLimits) -> None:
             limits.malformed(eio_sid, "socket.io", exc)
             return
         waiting = sio_server._binary_packet.get(eio_sid)
-        if waiting is not None and waiting.attachment_count < 1:
+        if waiting is not None and (waiting.attachment_count < 1 or waiting.data is None):
             # Upstream would wait for attachments that were never announced and take the next
             # message for one.
             sio_server._binary_packet.pop(eio_sid, None)

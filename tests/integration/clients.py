@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import socketio
 
-from common.contract import CHAT_NAMESPACE, ECHO_NAMESPACE, MAIN_NAMESPACE, Event
+from common.contract import CHAT_NAMESPACE, MAIN_NAMESPACE, Event
 
 RECORDED_EVENTS = (
     Event.MY_RESPONSE, Event.ERROR_RESPONSE, Event.NOTIFICATION, Event.JOB_PROGRESS,

@@ -18,9 +18,9 @@ import requests
 import socketio
 
 from common.contract import Event
-from scripts.stack import MissingDependency, Stack, StartupFailed, free_port
-from tests.integration.clients import RecordingClient, disconnect_all
-from tests.conftest import STACK_ENV
+from scripts.stack import Stack
+from tests.conftest import STACK_ENV, running_stack
+from tests.integration.clients import RecordingClient
 from tests.integration.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.integration
@@ -32,41 +32,33 @@ DRAIN_SECONDS = 3
 @pytest.fixture(scope="module")
 def faulty():
     """A 3-replica stack whose web-1 reaches RabbitMQ through a fault proxy."""
-    if "/usr/sbin" not in os.environ.get("PATH", ""):
-        os.environ["PATH"] += ":/usr/sbin:/sbin"
-    stack = Stack(replicas=3, port=free_port(), workers=1, log_to_files=True, extra_env={
-        **STACK_ENV, "BROKER_QUEUE_EXPIRY_SECONDS": str(QUEUE_EXPIRY_SECONDS),
-        "DRAIN_SECONDS": str(DRAIN_SECONDS), "SERVER_EVENT_INTERVAL": "0"})
-    try:
+    proxies: list[FaultProxy] = []
+
+    def route_web1_through_a_proxy(stack: Stack) -> None:
         stack.amqp_url = stack.start_private_broker()
         broker_port = urllib.parse.urlsplit(stack.amqp_url).port
-        proxy = FaultProxy(broker_port)
+        proxies.append(FaultProxy(broker_port))
         stack.replica_env_overrides[1] = {
-            "AMQP_URL": stack.amqp_url.replace(f":{broker_port}/", f":{proxy.port}/")}
-        stack.start()
-    except (MissingDependency, StartupFailed) as exc:
-        stack.stop()
-        pytest.fail(f"cannot start the stack: {exc}", pytrace=False)
-    stack.proxy = proxy
-    yield stack
-    proxy.close()
-    stack.stop()
-    print(f"\nfault stack logs: {stack.run_dir}")
+            "AMQP_URL": stack.amqp_url.replace(f":{broker_port}/", f":{proxies[0].port}/")}
+
+    with running_stack("fault stack", prepare=route_web1_through_a_proxy, replicas=3, workers=1,
+                       extra_env={**STACK_ENV,
+                                  "BROKER_QUEUE_EXPIRY_SECONDS": str(QUEUE_EXPIRY_SECONDS),
+                                  "DRAIN_SECONDS": str(DRAIN_SECONDS),
+                                  "SERVER_EVENT_INTERVAL": "0"}) as stack:
+        stack.proxy = proxies[0]
+        try:
+            yield stack
+        finally:
+            stack.proxy.close()
 
 
-@pytest.fixture
-def opened():
-    clients: list[RecordingClient] = []
-    yield clients
-    disconnect_all(clients)
-
-
-def on_replicas(stack, opened, wanted: set[str], **options) -> dict[str, RecordingClient]:
+def on_replicas(stack, clients, wanted: set[str], **options) -> dict[str, RecordingClient]:
     """One client on each wanted replica (new sessions go round-robin, so this is quick)."""
     found: dict[str, RecordingClient] = {}
     for _ in range(len(wanted) * 6):
         client = RecordingClient(stack.url, **options).connect()
-        opened.append(client)
+        clients.append(client)
         replica = client.info()["replica"]
         if replica in wanted and replica not in found:
             found[replica] = client
@@ -119,15 +111,15 @@ def recover_everyone(stack, sender, receivers, unique, timeout: float) -> float:
 
 
 @pytest.mark.parametrize("outage_seconds", [3, 30])
-def test_broker_outage(faulty, opened, unique, outage_seconds):
-    clients = on_replicas(faulty, opened, {"web-1", "web-2", "web-3"})
-    sender, others = clients["web-2"], [clients["web-1"], clients["web-3"]]
+def test_broker_outage(faulty, clients, unique, outage_seconds):
+    placed = on_replicas(faulty, clients, {"web-1", "web-2", "web-3"})
+    sender, others = placed["web-2"], [placed["web-1"], placed["web-3"]]
     local = RecordingClient(faulty.url).connect()  # a second client on web-2, for local delivery
-    opened.append(local)
+    clients.append(local)
     while local.info()["replica"] != "web-2":
         local.disconnect()
         local = RecordingClient(faulty.url).connect()
-        opened.append(local)
+        clients.append(local)
     assert broadcast_reaches(sender, [*others, local], f"{unique}-before", timeout=5)
 
     # A job in the durable queue while the broker is away must survive and run afterwards.
@@ -162,9 +154,9 @@ def test_broker_outage(faulty, opened, unique, outage_seconds):
         client.wait_for(Event.NOTIFICATION, lambda n: n["id"] == job.json()["id"], timeout=15)
 
 
-def test_jobs_survive_a_broker_restart(faulty, opened):
+def test_jobs_survive_a_broker_restart(faulty, clients):
     client = RecordingClient(faulty.url).connect()
-    opened.append(client)
+    clients.append(client)
     job_id = client.sio.call(Event.START_JOB, {"steps": 6}, timeout=10)["job_id"]
     client.wait_for(Event.JOB_PROGRESS, lambda p: p["job_id"] == job_id, timeout=15)
     faulty.stop_broker()
@@ -174,9 +166,9 @@ def test_jobs_survive_a_broker_restart(faulty, opened):
     assert done["result"]["steps"] == 6
 
 
-def test_listener_reconnect_loses_nothing_published_meanwhile(faulty, opened, unique):
-    clients = on_replicas(faulty, opened, {"web-1", "web-2"})
-    cut_off, sender = clients["web-1"], clients["web-2"]
+def test_listener_reconnect_loses_nothing_published_meanwhile(faulty, clients, unique):
+    placed = on_replicas(faulty, clients, {"web-1", "web-2"})
+    cut_off, sender = placed["web-1"], placed["web-2"]
     reconnects_before = metric(faulty, 1, "broker_reconnects_total", 'connection="listener"')
     faulty.proxy.cut()
     wait_until(lambda: readiness(faulty, 1) == 503, timeout=10)
@@ -202,7 +194,7 @@ def test_frozen_broker_connection_is_detected_and_shown_in_readiness(faulty):
     wait_until(lambda: readiness(faulty, 1) == 200, timeout=15)
 
 
-def test_loss_after_queue_expiry_is_counted(faulty, opened, unique):
+def test_loss_after_queue_expiry_is_counted(faulty, clients, unique):
     lost_before = metric(faulty, 1, "broker_messages_lost_total", 'where="listener_queue_expired"')
     faulty.proxy.cut()
     time.sleep(QUEUE_EXPIRY_SECONDS + 4)

@@ -22,9 +22,9 @@ import requests
 import websocket
 
 from common.contract import Event
-from scripts.stack import MissingDependency, Stack, StartupFailed, free_port, render, NGINX_DIR
-from tests.conftest import STACK_ENV
-from tests.integration.clients import RecordingClient, disconnect_all
+from scripts.stack import NGINX_DIR, Stack, free_port, render
+from tests.conftest import STACK_ENV, running_stack
+from tests.integration.clients import RecordingClient
 
 pytestmark = pytest.mark.integration
 
@@ -35,26 +35,11 @@ EVIL = "http://evil.example"
 
 @pytest.fixture(scope="module")
 def hostile():
-    if "/usr/sbin" not in os.environ.get("PATH", ""):
-        os.environ["PATH"] += ":/usr/sbin:/sbin"
-    stack = Stack(replicas=1, port=free_port(), workers=0, log_to_files=True, extra_env={
+    with running_stack("hostile stack", replicas=1, workers=0, extra_env={
         **STACK_ENV, "SERVER_EVENT_INTERVAL": "0", "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
         "EVENT_RATE_PER_SECOND": str(EVENT_RATE), "EVENT_BURST": str(EVENT_BURST),
-        "MAX_OUTGOING_PACKETS": "2000", "MAX_OUTGOING_BYTES": "2000000"})
-    try:
-        stack.start()
-    except (MissingDependency, StartupFailed) as exc:
-        pytest.fail(f"cannot start the stack: {exc}", pytrace=False)
-    yield stack
-    stack.stop()
-    print(f"\nhostile stack logs: {stack.run_dir}")
-
-
-@pytest.fixture
-def opened():
-    clients: list[RecordingClient] = []
-    yield clients
-    disconnect_all(clients)
+        "MAX_OUTGOING_PACKETS": "2000", "MAX_OUTGOING_BYTES": "2000000"}) as stack:
+        yield stack
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -135,9 +120,9 @@ def p99(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=100)[98]
 
 
-def still_served(stack: Stack, opened: list) -> None:
+def still_served(stack: Stack, clients: list) -> None:
     client = RecordingClient(stack.url).connect()
-    opened.append(client)
+    clients.append(client)
     assert client.sio.call(Event.MY_PING, {"ok": 1}, timeout=5) == {"ok": 1}
 
 
@@ -165,7 +150,7 @@ def test_foreign_origin_is_refused_on_both_transports(hostile):
 
 # -- 2. sizes --------------------------------------------------------------------------------------
 
-def test_oversized_message_is_refused_at_the_frame_header(hostile, opened):
+def test_oversized_message_is_refused_at_the_frame_header(hostile, clients):
     # A header announcing 100 MB and not one byte of payload: the close comes anyway.
     ws = raw_socketio(hostile.url)
     mask = os.urandom(4)
@@ -183,17 +168,17 @@ def test_oversized_message_is_refused_at_the_frame_header(hostile, opened):
 
     # A message just under the limit still arrives.
     client = RecordingClient(hostile.url).connect()
-    opened.append(client)
+    clients.append(client)
     big = "y" * (MAX_MESSAGE_BYTES - 1000)
     client.sio.emit(Event.MY_EVENT, {"data": big})
     client.wait_for(Event.MY_RESPONSE, lambda r: r["data"] == big, timeout=10)
 
 
-def test_a_100_mb_message_costs_the_replica_no_memory(hostile, opened):
+def test_a_100_mb_message_costs_the_replica_no_memory(hostile, clients):
     pid = replica_pid(hostile)
     peak_before = memory_mb(pid, "VmHWM")
     healthy = RecordingClient(hostile.url).connect()
-    opened.append(healthy)
+    clients.append(healthy)
     latencies: list[float] = []
     stop = threading.Event()
 
@@ -220,7 +205,7 @@ def test_a_100_mb_message_costs_the_replica_no_memory(hostile, opened):
           f"{max(latencies) * 1000:.0f} ms over {len(latencies)} calls")
     assert peak_after - peak_before < 30, "the replica buffered the message"
     assert max(latencies) < 2.0
-    still_served(hostile, opened)
+    still_served(hostile, clients)
 
 
 def test_polling_bodies_above_the_cap(hostile):
@@ -285,9 +270,9 @@ def test_nginx_limits_per_client_address(hostile):
 
 # -- 3. floods -------------------------------------------------------------------------------------
 
-def test_a_flooding_client_is_cut_off_and_the_others_do_not_notice(hostile, opened):
+def test_a_flooding_client_is_cut_off_and_the_others_do_not_notice(hostile, clients):
     healthy = [RecordingClient(hostile.url).connect() for _ in range(3)]
-    opened.extend(healthy)
+    clients.extend(healthy)
     offenders_before = limit_count(hostile, "event_rate")
 
     def measure(seconds: float) -> list[float]:
@@ -353,7 +338,7 @@ BAD_WEBSOCKET_MESSAGES: list[str | bytes] = [
 ]
 
 
-def test_malformed_packets_are_dropped_quietly(hostile, opened):
+def test_malformed_packets_are_dropped_quietly(hostile, clients):
     tracebacks_before = replica_log(hostile).count("Traceback")
     for body in BAD_POLLING_BODIES:
         sid = json.loads(requests.get(f"{hostile.url}/socket.io/?EIO=4&transport=polling",
@@ -379,8 +364,8 @@ def test_malformed_packets_are_dropped_quietly(hostile, opened):
         close_code(ws, timeout=5)
         ws.close()
 
-    still_served(hostile, opened)
-    client = opened[-1]
+    still_served(hostile, clients)
+    client = clients[-1]
     client.sio.emit("no_such_event", {"x": 1})
     error = client.wait_for(Event.ERROR_RESPONSE, timeout=5)
     assert "no_such_event" in error["error"]
@@ -398,7 +383,7 @@ def test_malformed_packets_are_dropped_quietly(hostile, opened):
 
 # -- 5. slow readers -------------------------------------------------------------------------------
 
-def test_a_client_that_stops_reading_is_dropped(hostile, opened, unique):
+def test_a_client_that_stops_reading_is_dropped(hostile, clients, unique):
     room = f"slow-{unique}"
     pid = replica_pid(hostile)
     rss_before = memory_mb(pid, "VmRSS")
@@ -409,7 +394,7 @@ def test_a_client_that_stops_reading_is_dropped(hostile, opened, unique):
     slow.send(f"42{json.dumps([Event.JOIN, {'room': room}])}")
     reader = RecordingClient(hostile.url).connect()
     sender = RecordingClient(hostile.url).connect()
-    opened.extend([reader, sender])
+    clients.extend([reader, sender])
     for client in (reader, sender):
         client.sio.emit(Event.JOIN, {"room": room})
         client.wait_for(Event.MY_RESPONSE, lambda r: room in str(r["data"]), timeout=5)
