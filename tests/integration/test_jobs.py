@@ -266,3 +266,30 @@ def test_periodic_server_event_reaches_clients(stack, clients):
     first = client.wait_for(Event.SERVER_EVENT, timeout=10)
     second = client.wait_for(Event.SERVER_EVENT, lambda e: e["count"] > first["count"], timeout=10)
     assert second["sent_at"] > first["sent_at"]
+
+
+def test_several_workers_share_the_jobs_and_only_one_schedules(stack, clients):
+    client = RecordingClient(stack.url).connect()
+    clients.append(client)
+    second = stack.start_worker(2)
+    try:
+        sid_room = client.info()["sid"]
+        jobs = JobQueue(stack.amqp_url)
+        job_ids = [jobs.enqueue(Job.LONG_TASK, {"room": sid_room, "steps": 2, "step_seconds": 0.3})
+                   for _ in range(6)]
+        jobs.close()
+        for job_id in job_ids:
+            client.wait_for(Event.JOB_DONE, lambda d, j=job_id: d["job_id"] == j, timeout=30)
+        ran_on = {log.name: sum(job_id in log.log_path.read_text() for job_id in job_ids)
+                  for log in (stack.worker_processes[0], second)}
+        assert all(count > 0 for count in ran_on.values()), ran_on  # both took jobs
+
+        # The periodic event keeps one sequence: a second scheduler would repeat counts.
+        first = client.wait_for(Event.SERVER_EVENT, timeout=10)
+        client.wait_for(Event.SERVER_EVENT, lambda e: e["count"] >= first["count"] + 2, timeout=15)
+        counts = [e["count"] for e in client.events(Event.SERVER_EVENT)]
+        assert len(counts) == len(set(counts)), counts
+    finally:
+        second.send(signal.SIGTERM)
+        second.popen.wait(timeout=15)
+        stack.processes.remove(second)
