@@ -352,9 +352,12 @@ def wait_for_broker(url: str, timeout: float, process: Process | None = None) ->
             time.sleep(0.3)
 
 
+SYSTEM_BIN_DIRS = "/usr/sbin:/sbin"  # where Debian puts nginx; not on every user's PATH
+
+
 def check_installed(need_rabbitmq: bool) -> None:
     missing = []
-    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+    if shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:{SYSTEM_BIN_DIRS}") is None:
         missing.append("nginx")
     if need_rabbitmq and not Path(RABBITMQ_SERVER).exists():
         missing.append("rabbitmq-server")
@@ -375,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a running RabbitMQ; empty starts a private one")
     args = parser.parse_args(argv)
     if "/usr/sbin" not in os.environ.get("PATH", ""):
-        os.environ["PATH"] += ":/usr/sbin:/sbin"  # nginx lives there; not on every user's PATH
+        os.environ["PATH"] += f":{SYSTEM_BIN_DIRS}"
 
     stack = Stack(replicas=args.replicas, port=args.port, workers=args.workers,
                   amqp_url=args.amqp_url or None)
@@ -388,8 +391,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # SIGINT too: a shell starts background jobs with SIGINT ignored, which would leave Ctrl-C
     # (or `kill -INT`) without its KeyboardInterrupt.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, request_stop)
+    previous_handlers = {sig: signal.signal(sig, request_stop)
+                         for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         stack.start()
         state["started"] = True
@@ -410,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         print("stopping...", file=sys.stderr, flush=True)
         stack.stop()
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
     return 0
 
 
