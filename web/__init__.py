@@ -20,6 +20,7 @@ from web.limits import OriginCheck, install as install_limits
 
 log = logging.getLogger(__name__)
 
+
 class ReplicaSocketIO(SocketIO):
     """Flask-SocketIO with one place that sees every client event, for metrics."""
 
@@ -68,11 +69,10 @@ def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
     app.wsgi_app = drain.refuse_new_sessions_while_draining(app.wsgi_app)
 
     from web.api import blueprint as api_blueprint
-    from web.routes import blueprint
-    app.register_blueprint(blueprint)
     from web.page import blueprint as page_blueprint
-    app.register_blueprint(page_blueprint)
-    app.register_blueprint(api_blueprint)
+    from web.routes import blueprint as routes_blueprint
+    for blueprint in (routes_blueprint, page_blueprint, api_blueprint):
+        app.register_blueprint(blueprint)
 
     if queue_manager is not None:
         queue_manager.start_listening()
