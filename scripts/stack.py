@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_DIR = ROOT / "nginx"
@@ -124,6 +125,7 @@ class Stack:
     workers: int = 1
     log_to_files: bool = False  # tests: one log file per process instead of the terminal
     extra_env: dict[str, str] = field(default_factory=dict)
+    progress: Callable[[str], None] = lambda message: None  # `make run` prints each step
     # Per-replica overrides by index, e.g. {1: {"AMQP_URL": <a fault proxy in front of RabbitMQ>}}.
     replica_env_overrides: dict[int, dict[str, str]] = field(default_factory=dict)
     # nginx template values to override (the NGINX_* limits, for tests).
@@ -151,14 +153,20 @@ class Stack:
         try:
             check_installed(need_rabbitmq=self.amqp_url is None)
             if self.amqp_url is None:
+                self.progress(f"starting a private RabbitMQ in {self.run_dir}")
                 self.amqp_url = self.start_private_broker()
             for index in range(1, self.replicas + 1):
                 self.web.append(Replica(index=index, port=free_port()))
+            self.progress(f"starting {self.replicas} web replicas on ports "
+                          f"{', '.join(str(replica.port) for replica in self.web)}")
             for replica in self.web:
                 self.start_replica(replica, wait=False)
             for replica in self.web:
                 wait_for_http(f"{replica.url}/readyz", 30, replica.process)
+            if self.workers:
+                self.progress(f"starting {self.workers} worker(s)")
             self._start_workers()
+            self.progress(f"starting nginx on {self.url}")
             self._start_nginx()
         except BaseException:
             self.stop()
@@ -166,8 +174,8 @@ class Stack:
         return self
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None,
-               **process_options) -> Process:
-        log_path = self.run_dir / f"{name}.log" if self.log_to_files else None
+               to_file: bool = False, **process_options) -> Process:
+        log_path = self.run_dir / f"{name}.log" if self.log_to_files or to_file else None
         output = open(log_path, "ab") if log_path else None
         popen = subprocess.Popen(
             command, cwd=ROOT, env={**os.environ, **self.extra_env, **(env or {})},
@@ -202,7 +210,7 @@ class Stack:
             "RABBITMQ_PID_FILE": str(home / "rabbitmq.pid"),
         }
         # Our own epmd, so that nothing is left running after the stack stops.
-        self._spawn("epmd", ["epmd", "-port", str(epmd_port)])
+        self._spawn("epmd", ["epmd", "-port", str(epmd_port)], to_file=True)
         self._broker_command = ([RABBITMQ_SERVER], env)
         url = f"amqp://guest:guest@127.0.0.1:{amqp_port}//"
         self.start_broker(url)
@@ -211,7 +219,8 @@ class Stack:
     def start_broker(self, url: str | None = None) -> None:
         """(Re)start the private broker with the same ports and data: durable queues survive."""
         command, env = self._broker_command
-        self.broker = self._spawn("rabbitmq", command, env, signal_group=True)
+        # Its start-up alone is a hundred lines: to a file, even when the rest goes to the terminal.
+        self.broker = self._spawn("rabbitmq", command, env, to_file=True, signal_group=True)
         wait_for_broker(url or self.amqp_url, 60, self.broker)
 
     def stop_broker(self) -> None:
@@ -382,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stack = Stack(replicas=args.replicas, port=args.port, workers=args.workers,
                   amqp_url=args.amqp_url or None)
+    stack.progress = lambda message: print(f"  {message}...", file=sys.stderr, flush=True)
     state = {"started": False, "stopping": False}
 
     def request_stop(*_):
