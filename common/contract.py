@@ -95,7 +95,15 @@ def user_room(user_id: str) -> str:
     return f"user:{user_id}"
 
 
-# Every session id starts with its replica's address ("10.0.0.7.5000.<random>", web/__init__.py).
+def session_id_prefix(replica_address: str) -> str:
+    """What every Engine.IO session id of a replica starts with: "10.0.0.7:5000" -> "10.0.0.7.5000."
+
+    nginx routes a session's requests by it (nginx/socketio.conf.template); a session id is also
+    the connection's own room, which `is_reserved_room` recognizes by the same shape.
+    """
+    return replica_address.replace(":", ".") + "."
+
+
 _SESSION_ROOM = re.compile(r"^\d{1,3}(\.\d{1,3}){3}\.\d{1,5}\.")
 
 

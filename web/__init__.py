@@ -13,6 +13,7 @@ from flask_socketio import SocketIO
 
 from common import metrics
 from common.broker import QueueManager, create_queue_manager
+from common.contract import session_id_prefix
 from common.jobs import JobQueue
 from common.settings import Settings, load_settings
 from web.drain import Drain
@@ -88,7 +89,7 @@ def route_sessions_to_this_replica(sio: SocketIO, replica_address: str) -> None:
     (long-polling, the WebSocket upgrade) to the replica that owns the session, without cookies or
     client-IP hashing. See nginx/socketio.conf.template.
     """
-    prefix = replica_address.replace(":", ".") + "."
+    prefix = session_id_prefix(replica_address)
     random_id = sio.server.eio.generate_id
     sio.server.eio.generate_id = lambda: prefix + random_id()
 

@@ -12,11 +12,12 @@ from flask_socketio.test_client import SocketIOTestClient
 from socketio import packet
 
 from common.contract import MAIN_NAMESPACE, Event
+from common.contract import session_id_prefix
 from common.settings import Settings
 
 SECRET = "unit-test-secret-key-0123456789abcdef-0123"
 REPLICA_ADDRESS = "127.0.0.1:5001"
-SID_PREFIX = REPLICA_ADDRESS.replace(":", ".") + "."
+SID_PREFIX = session_id_prefix(REPLICA_ADDRESS)
 
 
 def unit_settings(**overrides) -> Settings:
