@@ -108,8 +108,6 @@ def start_stacks(args) -> list[Target]:
     from scripts.stack import Stack, free_port
     from loadtest.baseline.stack import BaselineStack
 
-    if "/usr/sbin" not in os.environ.get("PATH", ""):
-        os.environ["PATH"] += ":/usr/sbin:/sbin"
     wanted: list[tuple[str, Any]] = [("stack", Stack)]
     if args.compare_baseline:
         wanted.append(("baseline", BaselineStack))

@@ -309,7 +309,7 @@ class Stack:
 
     def _start_nginx(self) -> None:
         self.render_nginx_config()
-        nginx = ["nginx", "-p", str(self.run_dir), "-c", str(self.run_dir / "nginx.conf")]
+        nginx = [nginx_binary(), "-p", str(self.run_dir), "-c", str(self.run_dir / "nginx.conf")]
         check = subprocess.run([*nginx, "-t", "-q"], capture_output=True, text=True)
         if check.returncode != 0:
             raise StartupFailed(f"nginx rejected its configuration:\n{check.stderr}")
@@ -364,9 +364,14 @@ def wait_for_broker(url: str, timeout: float, process: Process | None = None) ->
 SYSTEM_BIN_DIRS = "/usr/sbin:/sbin"  # where Debian puts nginx; not on every user's PATH
 
 
+def nginx_binary() -> str | None:
+    """nginx's path, found on PATH or where Debian installs it."""
+    return shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:{SYSTEM_BIN_DIRS}")
+
+
 def check_installed(need_rabbitmq: bool) -> None:
     missing = []
-    if shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:{SYSTEM_BIN_DIRS}") is None:
+    if nginx_binary() is None:
         missing.append("nginx")
     if need_rabbitmq and not Path(RABBITMQ_SERVER).exists():
         missing.append("rabbitmq-server")
@@ -386,8 +391,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amqp-url", default="",
                         help="a running RabbitMQ; empty starts a private one")
     args = parser.parse_args(argv)
-    if "/usr/sbin" not in os.environ.get("PATH", ""):
-        os.environ["PATH"] += f":{SYSTEM_BIN_DIRS}"
 
     stack = Stack(replicas=args.replicas, port=args.port, workers=args.workers,
                   amqp_url=args.amqp_url or None)

@@ -11,7 +11,6 @@ own CI step (make test-compose). Naming tests/compose on the command line still 
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from typing import Callable, Iterator
 
@@ -39,8 +38,6 @@ def running_stack(label: str, prepare: Callable[[Stack], None] | None = None,
     `prepare` runs before the start (a fault proxy in front of the broker, say). A missing
     program fails the test with the command that installs it: never a skip.
     """
-    if "/usr/sbin" not in os.environ.get("PATH", ""):
-        os.environ["PATH"] += ":/usr/sbin:/sbin"
     native = Stack(port=free_port(), log_to_files=True, **options)
     try:
         if prepare is not None:

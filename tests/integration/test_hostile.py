@@ -22,7 +22,7 @@ import requests
 import websocket
 
 from common.contract import Event
-from scripts.stack import NGINX_DIR, Stack, free_port, render
+from scripts.stack import NGINX_DIR, Stack, free_port, nginx_binary, render
 from tests.conftest import STACK_ENV, running_stack
 from tests.integration.clients import RecordingClient
 
@@ -228,7 +228,7 @@ def test_nginx_limits_per_client_address(hostile):
               "NGINX_NEW_SESSION_RATE": "1r/s", "NGINX_NEW_SESSION_BURST": "10"}
     render(NGINX_DIR / "socketio.conf.template", run_dir / "socketio.conf", values)
     render(NGINX_DIR / "native.conf.template", run_dir / "nginx.conf", values)
-    nginx = subprocess.Popen(["nginx", "-p", str(run_dir), "-c", str(run_dir / "nginx.conf")],
+    nginx = subprocess.Popen([nginx_binary(), "-p", str(run_dir), "-c", str(run_dir / "nginx.conf")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     base = f"http://127.0.0.1:{port}"
