@@ -20,7 +20,7 @@ import socketio
 from common.contract import Event
 from scripts.stack import Stack
 from tests.conftest import STACK_ENV, running_stack
-from tests.integration.clients import RecordingClient
+from tests.integration.clients import RecordingClient, read_metric
 from tests.integration.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.integration
@@ -95,12 +95,7 @@ def broadcast_reaches(sender: RecordingClient, receivers, marker: str, timeout: 
 
 
 def metric(stack, index: int, name: str, labels: str = "") -> float:
-    text = requests.get(f"{stack.web[index - 1].url}/metrics", timeout=5).text
-    prefix = f"{name}{{{labels}}} " if labels else f"{name} "
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            return float(line.split()[-1])
-    return 0.0
+    return read_metric(stack.web[index - 1].url, name, labels)
 
 
 def recover_everyone(stack, sender, receivers, unique, timeout: float) -> float:

@@ -24,7 +24,7 @@ import websocket
 from common.contract import Event
 from scripts.stack import NGINX_DIR, Stack, free_port, nginx_binary, render
 from tests.conftest import STACK_ENV, running_stack
-from tests.integration.clients import RecordingClient
+from tests.integration.clients import RecordingClient, read_metric
 
 pytestmark = pytest.mark.integration
 
@@ -73,10 +73,7 @@ def close_code(ws: websocket.WebSocket, timeout: float = 10) -> int | None:
 
 
 def metric(stack: Stack, name: str, labels: str = "") -> float:
-    text = requests.get(f"{stack.web[0].url}/metrics", timeout=5).text
-    prefix = f"{name}{{{labels}}} " if labels else f"{name} "
-    return next((float(line.split()[-1]) for line in text.splitlines()
-                 if line.startswith(prefix)), 0.0)
+    return read_metric(stack.web[0].url, name, labels)
 
 
 def limit_count(stack: Stack, limit: str) -> float:
