@@ -1,8 +1,7 @@
-"""Shared fixtures: the real stack (a private RabbitMQ, 3 gunicorn replicas, the worker, nginx),
-started once per test session for the integration and browser tests.
+"""Fixtures shared by every tier, and the tier markers.
 
-A missing nginx or rabbitmq-server fails the tests with the command that installs it; nothing here
-is ever skipped.
+Each test is marked with the folder it lives in under tests/ (unit, integration, browser,
+loadtest, compose, ...), so `pytest tests -m unit` or `-m "not integration"` selects tiers.
 
 `pytest tests` (make test) leaves out tests/compose: it needs a container engine and runs as its
 own CI step (make test-compose). Naming tests/compose on the command line still collects it.
@@ -10,51 +9,42 @@ own CI step (make test-compose). Naming tests/compose on the command line still 
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from typing import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from scripts.stack import MissingDependency, Stack, StartupFailed, free_port
-from tests.integration.clients import RecordingClient, disconnect_all
+from tests.support.clients import RecordingClient, disconnect_all
+from tests.support.stack import STACK_ENV, running_stack
 
 collect_ignore = ["compose"]
 
-STACK_ENV = {
-    "LOG_LEVEL": "INFO",
-    "SECRET_KEY": "integration-test-secret-key-0123456789abcdef",
-    "API_KEY": "integration-test-api-key-0123456789abcdef",
-    "JOB_RETRY_DELAYS": "0.2,0.5",
-    "SERVER_EVENT_INTERVAL": "2",
-}
+TESTS = Path(__file__).parent
+# These tiers run against the native stack too, so they also carry `integration`.
+ALSO_INTEGRATION = {"browser", "loadtest"}
 
 
-@contextlib.contextmanager
-def running_stack(label: str, prepare: Callable[[Stack], None] | None = None,
-                  **options) -> Iterator[Stack]:
-    """A native stack on free loopback ports, stopped afterwards; its logs stay in its run_dir.
+def pytest_configure(config: pytest.Config) -> None:
+    # The known tiers are registered in pyproject.toml; a new folder of tests gets a marker too.
+    registered = {line.split(":")[0] for line in config.getini("markers")}
+    for tier in sorted(path.parent.name for path in TESTS.glob("*/test_*.py")):
+        if tier not in registered:
+            config.addinivalue_line("markers", f"{tier}: tests/{tier}")
+            registered.add(tier)
 
-    `prepare` runs before the start (a fault proxy in front of the broker, say). A missing
-    program fails the test with the command that installs it: never a skip.
-    """
-    native = Stack(port=free_port(), log_to_files=True, **options)
-    try:
-        if prepare is not None:
-            prepare(native)
-        native.start()
-    except (MissingDependency, StartupFailed) as exc:
-        native.stop()
-        pytest.fail(f"cannot start the {label}: {exc}", pytrace=False)
-    try:
-        yield native
-    finally:
-        native.stop()
-        print(f"\n{label} logs: {native.run_dir}")
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folders = Path(item.path).relative_to(TESTS).parts[:-1]
+        if folders:
+            item.add_marker(folders[0])
+            if folders[0] in ALSO_INTEGRATION:
+                item.add_marker("integration")
 
 
 @pytest.fixture(scope="session")
 def stack():
+    """The native stack (3 replicas, the worker), started once per test session."""
     with running_stack("stack", replicas=3, workers=1, extra_env=STACK_ENV) as native:
         yield native
 

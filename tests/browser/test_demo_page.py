@@ -12,8 +12,6 @@ from playwright.sync_api import expect
 
 from common.contract import Event
 
-pytestmark = pytest.mark.integration
-
 EVENT_TIMEOUT_MS = 15_000
 JOB_TIMEOUT_MS = 30_000
 

@@ -16,19 +16,13 @@ import pytest
 import requests
 
 from common.contract import Event
-from tests.integration.clients import RecordingClient, connect_many, disconnect_all
+from tests.support.clients import RecordingClient, connect_many
+from tests.support.waiting import wait_until
 
 # The first test also builds the images and starts the stack.
 pytestmark = pytest.mark.timeout(900)
 
 CLIENTS = 30  # new sessions land on a random replica: 3 * (2/3)**30 that one gets none
-
-
-@pytest.fixture
-def clients():
-    opened: list[RecordingClient] = []
-    yield opened
-    disconnect_all(opened)
 
 
 def open_clients(stack, opened: list, count: int = CLIENTS, **options) -> list[RecordingClient]:
@@ -46,16 +40,17 @@ def container_of(replica_id: str) -> str:
     return replica_id.rsplit("-", 1)[0]
 
 
-def test_clients_spread_over_all_replicas(stack, clients):
-    on = replicas_of(open_clients(stack, clients))
+def test_clients_spread_over_all_replicas(compose_stack, clients):
+    on = replicas_of(open_clients(compose_stack, clients))
     containers = {container_of(replica) for replica in on.values()}
-    assert containers == set(stack.web_replicas()), (
-        f"sessions reached {sorted(containers)}, the web containers are {stack.web_replicas()}")
+    assert containers == set(compose_stack.web_replicas()), (
+        f"sessions reached {sorted(containers)}, "
+        f"the web containers are {compose_stack.web_replicas()}")
 
 
-def test_broadcast_reaches_clients_on_every_replica(stack, clients):
-    receivers = open_clients(stack, clients)
-    assert len(set(replicas_of(receivers).values())) == len(stack.web_replicas())
+def test_broadcast_reaches_clients_on_every_replica(compose_stack, clients):
+    receivers = open_clients(compose_stack, clients)
+    assert len(set(replicas_of(receivers).values())) == len(compose_stack.web_replicas())
     text = f"broadcast-{uuid.uuid4().hex}"
     receivers[0].sio.emit(Event.MY_BROADCAST_EVENT, {"data": text})
     for client in receivers:
@@ -108,11 +103,11 @@ class PollingSession:
         self._request("POST", "1")
 
 
-def test_polling_sessions_stay_on_their_replica(stack):
+def test_polling_sessions_stay_on_their_replica(compose_stack):
     sessions, rounds = 20, 15
 
     def run_session(_: int) -> tuple[set[str], list[int]]:
-        session = PollingSession(stack.url)
+        session = PollingSession(compose_stack.url)
         try:
             session.open()
             replicas = {session.server_info()["replica"] for _ in range(rounds)}
@@ -133,16 +128,18 @@ def test_polling_sessions_stay_on_their_replica(stack):
     assert len(statuses) >= sessions * (2 * rounds + 3)
 
 
-def test_notification_from_the_api_reaches_every_replica_through_the_worker(stack, clients):
+def test_notification_from_the_api_reaches_every_replica_through_the_worker(compose_stack, clients):
     try:
-        stack.wait_healthy("worker", 1, timeout=60)
+        compose_stack.wait_healthy("worker", 1, timeout=60)
     except Exception as exc:
         raise AssertionError(f"the worker is not healthy: {exc}") from None
-    receivers = open_clients(stack, clients)
-    assert len(set(replicas_of(receivers).values())) == len(stack.web_replicas())
+    receivers = open_clients(compose_stack, clients)
+    assert len(set(replicas_of(receivers).values())) == len(compose_stack.web_replicas())
     data = {"text": f"notification-{uuid.uuid4().hex}"}
-    response = requests.post(f"{stack.url}/api/notifications", json={"to": "all", "data": data},
-                             headers={"Authorization": f"Bearer {stack.api_key}"}, timeout=10)
+    response = requests.post(f"{compose_stack.url}/api/notifications",
+                             json={"to": "all", "data": data},
+                             headers={"Authorization": f"Bearer {compose_stack.api_key}"},
+                             timeout=10)
     assert response.status_code == 202, response.text
     notification_id = response.json()["id"]
     for client in receivers:
@@ -151,7 +148,8 @@ def test_notification_from_the_api_reaches_every_replica_through_the_worker(stac
         assert notification["data"] == data
         assert isinstance(notification["created_at"], int)
 
-    refused = requests.post(f"{stack.url}/api/notifications", json={"to": "all", "data": data},
+    refused = requests.post(f"{compose_stack.url}/api/notifications",
+                            json={"to": "all", "data": data},
                             headers={"Authorization": "Bearer wrong"}, timeout=10)
     assert refused.status_code == 401
 
@@ -160,9 +158,9 @@ def wait_until_sessions_reach(stack, wanted: set[str], opened: list, timeout: fl
                               ) -> float:
     """Connect clients until new sessions land on every container in `wanted` and on no other;
     the seconds that took (nginx asks Docker's DNS again every 5 s)."""
-    started = time.monotonic()
     recent: list[str] = []
-    while True:
+
+    def last_sessions_on_wanted() -> bool:
         client = RecordingClient(stack.url)
         try:
             client.connect()
@@ -171,35 +169,38 @@ def wait_until_sessions_reach(stack, wanted: set[str], opened: list, timeout: fl
         except Exception as exc:  # a session sent to a replica that is going away
             recent.append(f"failed: {exc}")
         window = recent[-CLIENTS:]
-        if len(window) == CLIENTS and set(window) == wanted:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"after {timeout:.0f}s new sessions still land on "
-                                 f"{sorted(set(window))}, expected {sorted(wanted)}")
-        time.sleep(0.05)
+        return len(window) == CLIENTS and set(window) == wanted
+
+    try:
+        return wait_until(last_sessions_on_wanted, timeout, interval=0.05)
+    except AssertionError:
+        landed = sorted(set(recent[-CLIENTS:]))
+        raise AssertionError(f"after {timeout:.0f}s new sessions still land on {landed}, "
+                             f"expected {sorted(wanted)}") from None
 
 
-def test_scale_up_to_five_replicas_gets_new_sessions(stack, clients, timings):
-    before = open_clients(stack, clients, count=6)
+def test_scale_up_to_five_replicas_gets_new_sessions(compose_stack, clients, timings):
+    before = open_clients(compose_stack, clients, count=6)
     started = time.monotonic()
-    stack.up(replicas=5)
-    stack.wait_healthy("web", 5)
+    compose_stack.up(replicas=5)
+    compose_stack.wait_healthy("web", 5)
     timings["scale up to 5 (healthy)"] = time.monotonic() - started
-    replicas = stack.web_replicas()
+    replicas = compose_stack.web_replicas()
     assert len(replicas) == 5
-    timings["new replicas get sessions"] = wait_until_sessions_reach(stack, set(replicas), clients)
+    timings["new replicas get sessions"] = wait_until_sessions_reach(
+        compose_stack, set(replicas), clients)
     for client in before:  # the replicas that were there keep serving their sessions
         assert container_of(client.info()["replica"]) in replicas
 
 
-def test_scale_down_to_two_replicas_keeps_serving_the_rest(stack, clients, timings):
-    on = replicas_of(open_clients(stack, clients, count=40))
+def test_scale_down_to_two_replicas_keeps_serving_the_rest(compose_stack, clients, timings):
+    on = replicas_of(open_clients(compose_stack, clients, count=40))
     assert len({container_of(r) for r in on.values()}) == 5, "every replica should have clients"
     started = time.monotonic()
-    stack.up(replicas=2)
-    stack.wait_healthy("web", 2)
+    compose_stack.up(replicas=2)
+    compose_stack.wait_healthy("web", 2)
     timings["scale down to 2"] = time.monotonic() - started
-    remaining = set(stack.web_replicas())
+    remaining = set(compose_stack.web_replicas())
     assert len(remaining) == 2
     survivors = [client for client, replica in on.items() if container_of(replica) in remaining]
     gone = [client for client, replica in on.items() if container_of(replica) not in remaining]
@@ -212,16 +213,16 @@ def test_scale_down_to_two_replicas_keeps_serving_the_rest(stack, clients, timin
     survivors[0].sio.emit(Event.MY_BROADCAST_EVENT, {"data": text})
     for client in survivors:
         client.wait_for(Event.MY_RESPONSE, lambda payload: payload.get("data") == text)
-    wait_until_sessions_reach(stack, remaining, clients)
+    wait_until_sessions_reach(compose_stack, remaining, clients)
 
 
-def test_down_removes_every_container_network_and_volume(stack, timings):
-    before = stack.resources()
+def test_down_removes_every_container_network_and_volume(compose_stack, timings):
+    before = compose_stack.resources()
     assert before["containers"] and before["networks"] and before["volumes"]
     started = time.monotonic()
-    stack.down()
+    compose_stack.down()
     timings["down -v"] = time.monotonic() - started
-    left = stack.resources()
+    left = compose_stack.resources()
     assert not any(left.values()), f"left behind by down -v: {left}"
     for network in before["networks"]:
         assert not exists("network", network), network

@@ -9,7 +9,6 @@ marker is there the other event would have been there too.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import pytest
@@ -18,7 +17,7 @@ from socketio import exceptions as socketio_exceptions
 
 from common.auth import issue_token
 from common.contract import CHAT_NAMESPACE, ECHO_NAMESPACE, MAIN_NAMESPACE, Event, user_room
-from tests.integration.clients import (
+from tests.support.clients import (
     RecordingClient,
     access_log_entries,
     connect_in_parallel,
@@ -26,9 +25,8 @@ from tests.integration.clients import (
     on_distinct_replicas,
     with_marker,
 )
-from tests.conftest import STACK_ENV
-
-pytestmark = pytest.mark.integration
+from tests.support.stack import STACK_ENV
+from tests.support.waiting import wait_until
 
 TRANSPORTS = [pytest.param(["websocket"], id="websocket"),
               pytest.param(["polling"], id="polling")]
@@ -49,15 +47,6 @@ def send_marker(sender: RecordingClient, receiver: RecordingClient, marker: str)
     """Send `marker` to `receiver` alone and wait until it arrived (see the module docstring)."""
     sender.sio.emit(Event.MY_ROOM_EVENT, {"room": sid_of(receiver), "data": marker})
     receiver.wait_for(Event.MY_RESPONSE, data_is(marker))
-
-
-def wait_until(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def datas(client: RecordingClient) -> list:
@@ -303,18 +292,19 @@ def test_disconnect_request_disconnects_through_nginx(stack, clients, transports
     client.sio.emit(Event.DISCONNECT_REQUEST)
 
     client.wait_for(Event.MY_RESPONSE, data_is("Disconnected!"))
-    assert wait_until(lambda: not client.sio.connected, timeout=10), (
-        "the server did not disconnect the client after it acked the goodbye")
+    wait_until(lambda: not client.sio.connected, timeout=10, interval=0.05,
+               what="the server disconnecting the client after it acked the goodbye")
 
 
 def test_joining_a_sid_room_on_another_replica_is_refused(stack, clients, unique):
-    # BUG (web/events.py on_join): the replica the joiner is on does not know the target's sid,
-    # so python-socketio's local "cannot enter a sid room" check passes and the joiner then reads
-    # every direct message sent to the target.
+    # Regression: the joiner's replica does not know a sid from another replica, so
+    # python-socketio's local "cannot enter a sid room" check used to pass and the joiner then read
+    # every direct message sent to the target. on_join now refuses any room shaped like a sid
+    # (web/events.py, is_reserved_room); this guards that the refusal holds across replicas.
     eavesdropper, target, sender = on_distinct_replicas(stack.url, clients)
 
     eavesdropper.sio.emit(Event.JOIN, {"room": sid_of(target)})
-    assert wait_until(lambda: eavesdropper.events(Event.ERROR_RESPONSE) or any(
+    wait_until(lambda: eavesdropper.events(Event.ERROR_RESPONSE) or any(
         "In rooms" in str(data) for data in datas(eavesdropper)), timeout=10)
     sender.sio.emit(Event.MY_ROOM_EVENT, {"room": sid_of(target), "data": f"private {unique}"})
     target.wait_for(Event.MY_RESPONSE, data_is(f"private {unique}"))

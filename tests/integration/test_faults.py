@@ -19,14 +19,16 @@ import socketio
 
 from common.contract import Event
 from scripts.stack import Stack
-from tests.conftest import STACK_ENV, running_stack
-from tests.integration.clients import RecordingClient, read_metric
-from tests.integration.faultproxy import FaultProxy
-
-pytestmark = pytest.mark.integration
+from tests.support.clients import RecordingClient
+from tests.support.faultproxy import FaultProxy
+from tests.support.metrics import replica_metric
+from tests.support.stack import STACK_ENV, running_stack
+from tests.support.waiting import wait_until
 
 QUEUE_EXPIRY_SECONDS = 6
 DRAIN_SECONDS = 3
+LISTENER = 'connection="listener"'  # metric labels
+QUEUE_EXPIRED = 'where="listener_queue_expired"'
 
 
 @pytest.fixture(scope="module")
@@ -74,16 +76,6 @@ def readiness(stack, index: int) -> int:
         return 0
 
 
-def wait_until(condition, timeout: float, interval: float = 0.1) -> float:
-    """Seconds until condition() is true; AssertionError after `timeout`."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not within {timeout}s")
-        time.sleep(interval)
-    return time.monotonic() - started
-
-
 def broadcast_reaches(sender: RecordingClient, receivers, marker: str, timeout: float) -> bool:
     sender.sio.emit(Event.MY_BROADCAST_EVENT, {"data": marker})
     try:
@@ -92,10 +84,6 @@ def broadcast_reaches(sender: RecordingClient, receivers, marker: str, timeout: 
         return True
     except AssertionError:
         return False
-
-
-def metric(stack, index: int, name: str, labels: str = "") -> float:
-    return read_metric(stack.web[index - 1].url, name, labels)
 
 
 def recover_everyone(stack, sender, receivers, unique, timeout: float) -> float:
@@ -164,7 +152,7 @@ def test_jobs_survive_a_broker_restart(faulty, clients):
 def test_listener_reconnect_loses_nothing_published_meanwhile(faulty, clients, unique):
     placed = on_replicas(faulty, clients, {"web-1", "web-2"})
     cut_off, sender = placed["web-1"], placed["web-2"]
-    reconnects_before = metric(faulty, 1, "broker_reconnects_total", 'connection="listener"')
+    reconnects_before = replica_metric(faulty, "broker_reconnects_total", LISTENER)
     faulty.proxy.cut()
     wait_until(lambda: readiness(faulty, 1) == 503, timeout=10)
     markers = [f"{unique}-{n}" for n in range(20)]
@@ -175,7 +163,7 @@ def test_listener_reconnect_loses_nothing_published_meanwhile(faulty, clients, u
     wait_until(lambda: readiness(faulty, 1) == 200, timeout=10)
     for marker in markers:
         cut_off.wait_for(Event.MY_RESPONSE, lambda r, m=marker: r["data"] == m, timeout=10)
-    assert metric(faulty, 1, "broker_reconnects_total", 'connection="listener"') > reconnects_before
+    assert replica_metric(faulty, "broker_reconnects_total", LISTENER) > reconnects_before
 
 
 def test_frozen_broker_connection_is_detected_and_shown_in_readiness(faulty):
@@ -190,12 +178,12 @@ def test_frozen_broker_connection_is_detected_and_shown_in_readiness(faulty):
 
 
 def test_loss_after_queue_expiry_is_counted(faulty, clients, unique):
-    lost_before = metric(faulty, 1, "broker_messages_lost_total", 'where="listener_queue_expired"')
+    lost_before = replica_metric(faulty, "broker_messages_lost_total", QUEUE_EXPIRED)
     faulty.proxy.cut()
     time.sleep(QUEUE_EXPIRY_SECONDS + 4)
     faulty.proxy.restore()
     wait_until(lambda: readiness(faulty, 1) == 200, timeout=15)
-    lost_after = metric(faulty, 1, "broker_messages_lost_total", 'where="listener_queue_expired"')
+    lost_after = replica_metric(faulty, "broker_messages_lost_total", QUEUE_EXPIRED)
     assert lost_after == lost_before + 1
     log = (faulty.run_dir / "web-1.log").read_text()
     assert "expired while disconnected" in log

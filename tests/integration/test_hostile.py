@@ -23,10 +23,9 @@ import websocket
 
 from common.contract import Event
 from scripts.stack import NGINX_DIR, Stack, free_port, nginx_binary, render
-from tests.conftest import STACK_ENV, running_stack
-from tests.integration.clients import RecordingClient, read_metric
-
-pytestmark = pytest.mark.integration
+from tests.support.clients import RecordingClient
+from tests.support.metrics import replica_metric
+from tests.support.stack import STACK_ENV, running_stack
 
 MAX_MESSAGE_BYTES = 1_000_000
 EVENT_RATE, EVENT_BURST = 50, 100
@@ -72,12 +71,8 @@ def close_code(ws: websocket.WebSocket, timeout: float = 10) -> int | None:
     raise AssertionError("the server did not close the connection")
 
 
-def metric(stack: Stack, name: str, labels: str = "") -> float:
-    return read_metric(stack.web[0].url, name, labels)
-
-
 def limit_count(stack: Stack, limit: str) -> float:
-    return metric(stack, "socketio_limit_exceeded_total", f'limit="{limit}"')
+    return replica_metric(stack, "socketio_limit_exceeded_total", f'limit="{limit}"')
 
 
 def replica_pid(stack: Stack) -> int:
@@ -369,7 +364,7 @@ def test_malformed_packets_are_dropped_quietly(hostile, clients):
     time.sleep(0.5)
     log = replica_log(hostile)
     new_tracebacks = log.count("Traceback") - tracebacks_before
-    dropped = {layer: metric(hostile, "socketio_packets_dropped_total", f'layer="{layer}"')
+    dropped = {layer: replica_metric(hostile, "socketio_packets_dropped_total", f'layer="{layer}"')
                for layer in ("engine.io", "socket.io")}
     print(f"\nmalformed input: {len(BAD_POLLING_BODIES)} polling bodies, "
           f"{len(BAD_WEBSOCKET_MESSAGES)} WebSocket messages -> {new_tracebacks} tracebacks; "

@@ -16,30 +16,13 @@ from common.auth import issue_token
 from common.contract import Event
 from common.jobs import DEAD_LETTER_QUEUE, JOBS_EXCHANGE, JOBS_QUEUE, Job, JobQueue, now_ms
 from scripts.stack import ROOT
-from tests.integration.clients import RecordingClient
-from tests.conftest import STACK_ENV
-
-pytestmark = pytest.mark.integration
-
-
-def api_headers(key: str = STACK_ENV["API_KEY"]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+from tests.support.clients import RecordingClient, on_distinct_replicas
+from tests.support.stack import STACK_ENV, api_headers
+from tests.support.waiting import wait_until
 
 
 def user_auth(user: str) -> dict[str, str]:
     return {"token": issue_token(STACK_ENV["SECRET_KEY"], user)}
-
-
-def clients_on_every_replica(stack, clients, replicas: int = 3, **options) -> list[RecordingClient]:
-    """Connect until one client sits on each replica (round-robin makes this quick)."""
-    by_replica: dict[str, RecordingClient] = {}
-    for _ in range(replicas * 4):
-        client = RecordingClient(stack.url, **options).connect()
-        clients.append(client)
-        by_replica.setdefault(client.info()["replica"], client)
-        if len(by_replica) == replicas:
-            return list(by_replica.values())
-    raise AssertionError(f"clients reached only {sorted(by_replica)}")
 
 
 def post_notification(stack, body: dict, headers: dict | None = None) -> requests.Response:
@@ -66,7 +49,7 @@ def dead_letters(amqp_url: str, timeout: float = 5.0) -> list[dict]:
 
 
 def test_api_notification_reaches_clients_on_every_replica(stack, clients, unique):
-    receivers = clients_on_every_replica(stack, clients)
+    receivers = on_distinct_replicas(stack.url, clients)
     response = post_notification(stack, {"to": "all", "data": {"text": unique}})
     assert response.status_code == 202
     notification_id = response.json()["id"]
@@ -78,7 +61,7 @@ def test_api_notification_reaches_clients_on_every_replica(stack, clients, uniqu
 
 def test_user_notification_reaches_only_that_users_connections(stack, clients, unique):
     alice, bob = f"alice-{unique}", f"bob-{unique}"
-    alice_sockets = clients_on_every_replica(stack, clients, auth=user_auth(alice))
+    alice_sockets = on_distinct_replicas(stack.url, clients, auth=user_auth(alice))
     bob_socket = RecordingClient(stack.url, auth=user_auth(bob)).connect()
     anonymous = RecordingClient(stack.url).connect()
     clients += [bob_socket, anonymous]
@@ -98,7 +81,7 @@ def test_user_notification_reaches_only_that_users_connections(stack, clients, u
 
 
 def test_room_notification_reaches_room_members_only(stack, clients, unique):
-    member, outsider = clients_on_every_replica(stack, clients, replicas=2)
+    member, outsider = on_distinct_replicas(stack.url, clients, count=2)
     member.sio.emit(Event.JOIN, {"room": unique})
     member.wait_for(Event.MY_RESPONSE, lambda r: unique in str(r["data"]))
     notification_id = post_notification(
@@ -122,7 +105,7 @@ def test_long_task_progress_arrives_in_order(stack, clients):
 
 def test_job_progress_follows_a_user_to_all_their_connections(stack, clients, unique):
     user = f"carol-{unique}"
-    tabs = clients_on_every_replica(stack, clients, replicas=2, auth=user_auth(user))
+    tabs = on_distinct_replicas(stack.url, clients, count=2, auth=user_auth(user))
     job_id = tabs[0].sio.call(Event.START_JOB, {"steps": 2}, timeout=10)["job_id"]
     for tab in tabs:
         tab.wait_for(Event.JOB_DONE, lambda d: d["job_id"] == job_id, timeout=30)
@@ -197,12 +180,15 @@ def test_job_failing_every_attempt_lands_in_the_dead_letter_queue(stack, unique)
     job_id = jobs.enqueue(Job.LONG_TASK, {"room": unique, "steps": 1, "step_seconds": 0,
                                           "fail_at_step": 1})
     jobs.close()
-    deadline = time.monotonic() + 30
     entries = []
-    while time.monotonic() < deadline and not entries:
-        entries = [e for e in dead_letters(stack.amqp_url, timeout=2)
-                   if isinstance(e.get("job"), dict) and e["job"]["id"] == job_id]
-    assert entries, "the failing job never reached the dead-letter queue"
+
+    def dead_lettered() -> list:
+        entries.extend(e for e in dead_letters(stack.amqp_url, timeout=2)
+                       if isinstance(e.get("job"), dict) and e["job"]["id"] == job_id)
+        return entries
+
+    wait_until(dead_lettered, timeout=30, interval=0,
+               what="the failing job reaching the dead-letter queue")
     assert "failed after 3 attempts" in entries[0]["error"]
     assert "simulated failure" in entries[0]["error"]
 

@@ -15,8 +15,6 @@ import pytest
 from common.contract import ECHO_NAMESPACE, MAIN_NAMESPACE, Event
 from scripts.stack import ROOT
 
-pytestmark = pytest.mark.integration
-
 SCRIPT = ROOT / "tests" / "js" / "client_check.mjs"
 CLIENT_PACKAGE = ROOT / "node_modules" / "socket.io-client" / "package.json"
 

@@ -15,7 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 LOADTEST_PYTHON = ROOT / ".venv-loadtest" / "bin" / "python"
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(150)
 def test_tiny_scenario_delivers_everything_on_all_replicas(tmp_path):
     if not LOADTEST_PYTHON.exists():

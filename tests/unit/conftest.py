@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.support import TestClient, unit_settings
-from web import create_app, socketio
+from tests.support.app import TestClient, unit_settings
+from web import create_app
+from web.extensions import socketio
 
 
 @pytest.fixture

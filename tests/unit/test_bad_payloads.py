@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from common.contract import CHAT_NAMESPACE, ECHO_NAMESPACE, MAIN_NAMESPACE, Event
-from tests.unit.support import errors_for
+from tests.support.app import errors_for
 
 NOT_OBJECTS = [("str", ("text",)), ("int", (5,)), ("list", ([1],)), ("null", (None,)),
                ("bytes", (b"\x00",))]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from common.contract import CHAT_NAMESPACE, ECHO_NAMESPACE, Event
-from tests.unit.support import errors_for, only
+from tests.support.app import errors_for, only
 
 # -- /echo -------------------------------------------------------------------------------------
 
@@ -59,9 +59,9 @@ def test_sum_error_goes_through_the_default_error_handler(connect, arguments):
 
 
 def test_unknown_event_on_echo_gets_error_response(connect):
-    # BUG (web/echo.py): the catch-all handler is registered for the main namespace only, so an
-    # unknown event on /echo is dropped silently and a client waiting for its ack waits until
-    # its own timeout.
+    # Regression: the catch-all handler was registered for the main namespace only, so an unknown
+    # event on /echo was dropped silently and a client waiting for its ack waited until its own
+    # timeout. Guards web/echo.py's catch-all on /echo.
     client = connect(namespace=ECHO_NAMESPACE)
 
     ack = client.emit("no_such_event", 1, callback=True, namespace=ECHO_NAMESPACE)
@@ -138,8 +138,9 @@ def test_chat_say_in_a_room_not_joined_is_refused(connect):
 
 
 def test_unknown_event_on_chat_gets_error_response(connect):
-    # BUG (web/chat.py): Flask-SocketIO's Namespace.trigger_event ignores events without an
-    # on_<name> method, so an unknown event on /chat is dropped silently and its ack never comes.
+    # Regression: Flask-SocketIO's Namespace.trigger_event ignores events without an on_<name>
+    # method, so an unknown event on /chat was dropped silently and its ack never came. Guards
+    # ChatNamespace.trigger_event's answer (web/chat.py).
     client = connect(namespace=CHAT_NAMESPACE)
 
     ack = client.emit("no_such_event", {"room": "lobby"}, callback=True, namespace=CHAT_NAMESPACE)

@@ -2,7 +2,7 @@
 drops the packet quietly, never raises, and the connection (or the next one) keeps working.
 
 Driven through the real packet path without a network: the app's WSGI entry (Engine.IO polling
-with Flask's test client) and the Socket.IO message handler that `web.limits` installs, plus every
+with Flask's test client) and the Socket.IO message handler that `web.upstream` installs, plus every
 event handler through Flask-SocketIO's test client. Also the WebSocket frame cap on a real stream.
 """
 
@@ -15,11 +15,12 @@ import struct
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from common.contract import CHAT_NAMESPACE, ECHO_NAMESPACE, MAIN_NAMESPACE, Event
-from web import socketio
 from geventwebsocket.websocket import WebSocketError
 
-from web.limits import CappedWebSocket, MessageTooBig, TokenBucket, unmask
+from common.contract import CHAT_NAMESPACE, ECHO_NAMESPACE, MAIN_NAMESPACE, Event
+from web.extensions import socketio
+from web.limits import TokenBucket
+from web.upstream import CappedWebSocket, MessageTooBig, unmask
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -6,7 +6,7 @@ import pytest
 
 from common.auth import issue_token
 from common.contract import MAIN_NAMESPACE, Event, user_room
-from tests.unit.support import SECRET, SID_PREFIX, errors_for, only
+from tests.support.app import SECRET, SID_PREFIX, errors_for, only
 
 CONNECTED = {"data": "Connected", "count": 0}
 
@@ -304,11 +304,11 @@ def test_close_room_refuses_own_sid_and_user_rooms(connect):
 
 
 def test_close_room_refuses_another_connections_sid_room_without_messaging_it(connect):
-    # BUG (web/events.py on_close_room): only the caller's own sid is refused. Closing another
-    # connection's sid room first emits "Room <sid> is closing." to that connection (a message
-    # it never asked for), then python-socketio raises ValueError('cannot close a sid room'):
-    # the caller gets "internal error" and a traceback is logged (on another replica, in its
-    # broker listener thread).
+    # Regression: on_close_room used to refuse only the caller's own sid. Closing another
+    # connection's sid room first sent "Room <sid> is closing." to that connection (a message it
+    # never asked for), then python-socketio raised ValueError('cannot close a sid room'): the
+    # caller got "internal error" and a traceback was logged (on another replica, in its broker
+    # listener thread). Guards that every sid room is refused before anything is sent.
     attacker, victim = connect(), connect()
     victim_sid = victim.sid()
     victim.get_received()
@@ -320,8 +320,9 @@ def test_close_room_refuses_another_connections_sid_room_without_messaging_it(co
 
 
 def test_joining_another_users_room_is_refused(connect):
-    # BUG (web/events.py on_join): any client, even an anonymous one, can join `user:<id>` and
-    # read everything addressed to that user (the worker's notifications, direct messages).
+    # Regression: any client, even an anonymous one, could join `user:<id>` and read everything
+    # addressed to that user (the worker's notifications, direct messages). Guards that on_join
+    # refuses user rooms.
     eavesdropper = connect()
     eavesdropper.get_received()
 
@@ -333,10 +334,10 @@ def test_joining_another_users_room_is_refused(connect):
 
 
 def test_joining_another_connections_sid_room_is_refused_clearly(connect):
-    # BUG (web/events.py on_join): on one replica python-socketio refuses to enter a known sid
-    # room with ValueError, which reaches the client as "internal error" with a traceback in the
-    # log; on another replica the sid is unknown, so the join succeeds and the joiner reads the
-    # direct messages sent to that connection (tests/integration/test_core.py shows it).
+    # Regression: on one replica python-socketio refused to enter a known sid room with
+    # ValueError, which reached the client as "internal error" with a traceback in the log (on
+    # another replica the join succeeded: tests/integration/test_core.py guards that case).
+    # Guards that on_join refuses a sid room with a clear error.
     eavesdropper, target = connect(), connect()
     target_sid = target.sid()
     eavesdropper.get_received()

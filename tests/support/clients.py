@@ -1,4 +1,5 @@
-"""Real Socket.IO clients for the integration tests, with a recorder to wait on what they receive."""
+"""Real Socket.IO clients for the integration and compose tests, with a recorder to wait on what
+they receive."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-import requests
 import socketio
 
 from common.contract import CHAT_NAMESPACE, MAIN_NAMESPACE, Event
@@ -165,10 +165,3 @@ def access_log_entries(log_path: Path, marker: str) -> list[dict[str, str]]:
             entries.append(match.groupdict())
     return entries
 
-
-def read_metric(base_url: str, name: str, labels: str = "") -> float:
-    """One sample of a process's Prometheus /metrics (0 if it has none yet)."""
-    text = requests.get(f"{base_url}/metrics", timeout=5).text
-    prefix = f"{name}{{{labels}}} " if labels else f"{name} "
-    return next((float(line.split()[-1]) for line in text.splitlines()
-                 if line.startswith(prefix)), 0.0)

@@ -1,0 +1,52 @@
+"""Starting the native stack (a private RabbitMQ, gunicorn replicas, the worker, nginx) for a test.
+
+A missing nginx or rabbitmq-server fails the test with the command that installs it; nothing here
+is ever skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import pytest
+
+from scripts.stack import MissingDependency, Stack, StartupFailed, free_port
+
+# The environment of every test stack: known secrets (the tests sign tokens and call the API with
+# them), fast job retries, a frequent server event.
+STACK_ENV = {
+    "LOG_LEVEL": "INFO",
+    "SECRET_KEY": "integration-test-secret-key-0123456789abcdef",
+    "API_KEY": "integration-test-api-key-0123456789abcdef",
+    "JOB_RETRY_DELAYS": "0.2,0.5",
+    "SERVER_EVENT_INTERVAL": "2",
+}
+
+
+def api_headers(key: str = STACK_ENV["API_KEY"]) -> dict[str, str]:
+    """The headers of an HTTP API call authorized with the test stack's API key."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+@contextlib.contextmanager
+def running_stack(label: str, prepare: Callable[[Stack], None] | None = None,
+                  **options) -> Iterator[Stack]:
+    """A native stack on free loopback ports, stopped afterwards; its logs stay in its run_dir.
+
+    `prepare` runs before the start (a fault proxy in front of the broker, say). A missing
+    program fails the test with the command that installs it: never a skip.
+    """
+    native = Stack(port=free_port(), log_to_files=True, **options)
+    try:
+        if prepare is not None:
+            prepare(native)
+        native.start()
+    except (MissingDependency, StartupFailed) as exc:
+        native.stop()
+        pytest.fail(f"cannot start the {label}: {exc}", pytrace=False)
+    try:
+        yield native
+    finally:
+        native.stop()
+        print(f"\n{label} logs: {native.run_dir}")
