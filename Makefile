@@ -11,7 +11,7 @@ WORKERS ?= 1
 AMQP_URL ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-unit test-integration clean
+.PHONY: help install run lint test test-unit test-integration clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ install: $(VENV)/.installed node_modules/.installed ## install Python (.venv) an
 
 run: $(VENV)/.installed ## run the whole stack natively on 127.0.0.1:$(PORT) (REPLICAS, WORKERS, AMQP_URL)
 	$(PY) -m scripts.stack --replicas $(REPLICAS) --port $(PORT) --workers $(WORKERS) --amqp-url "$(AMQP_URL)"
+
+lint: $(VENV)/.installed ## ruff (pinned in requirements/dev.lock, rules in pyproject.toml) on every Python file
+	$(VENV)/bin/ruff check .
 
 test: install $(LOADTEST_VENV)/.installed ## run every test against the real stack (this is what CI runs)
 	scripts/pytest.sh $(PY) tests $(PYTEST_ARGS)
@@ -69,15 +72,15 @@ test-compose: $(VENV)/.installed ## build the images and test the containerized 
 # Load tests (loadtest/): Locust and matplotlib in their own .venv-loadtest from
 # requirements/loadtest.lock (LOADTEST_VENV, set at the top); the runner itself uses the app's
 # .venv and starts the stack.
+# Any runner option is a make variable named in capitals (CLIENTS=3000, SPAWN_RATE=..., DURATION=,
+# SCENARIO=, TRANSPORTS=, BROADCAST_RATE=...); unset ones keep their defaults, defined once in
+# loadtest/scenario.py (`$(PY) -m loadtest.run --help` lists them).
 URL ?=
-CLIENTS ?= 1500
-SPAWN_RATE ?= 150
-DURATION ?= 40
-SCENARIO ?= mixed
-TRANSPORTS ?= websocket:80,polling:10,upgrade:10
 LOADTEST_ARGS ?=
-LOADTEST_RUN = $(PY) -m loadtest.run --clients $(CLIENTS) --spawn-rate $(SPAWN_RATE) \
-	--duration $(DURATION) --transports $(TRANSPORTS) --replicas $(REPLICAS)
+LOADTEST_KNOBS := SCENARIO CLIENTS SPAWN_RATE DURATION DRAIN SETTLE_MAX TRANSPORTS PROCESSES \
+	BROADCAST_RATE NOTIFY_RATE ROOM_SIZE ROOM_RATE ECHO_RATE
+LOADTEST_RUN = $(PY) -m loadtest.run --replicas $(REPLICAS) $(strip $(foreach knob,$(LOADTEST_KNOBS),$(if \
+	$($(knob)),--$(shell echo $(knob) | tr A-Z_ a-z-) $($(knob)))))
 .PHONY: loadtest loadtest-compare
 
 $(LOADTEST_VENV)/.installed: requirements/loadtest.lock
@@ -86,7 +89,7 @@ $(LOADTEST_VENV)/.installed: requirements/loadtest.lock
 	touch $@
 
 loadtest: $(VENV)/.installed $(LOADTEST_VENV)/.installed ## load test (Locust, real Socket.IO clients): starts the stack unless URL=...; report in loadtest-results/
-	$(LOADTEST_RUN) --scenario $(SCENARIO) $(if $(URL),--url $(URL)) $(LOADTEST_ARGS)
+	$(LOADTEST_RUN) $(if $(URL),--url $(URL)) $(LOADTEST_ARGS)
 
 loadtest-compare: $(VENV)/.installed $(LOADTEST_VENV)/.installed ## the same load test against this stack and the plain Flask-SocketIO recipe (loadtest/baseline/)
-	$(LOADTEST_RUN) --scenario $(if $(filter mixed,$(SCENARIO)),chat,$(SCENARIO)) --compare-baseline $(LOADTEST_ARGS)
+	$(LOADTEST_RUN) --compare-baseline $(LOADTEST_ARGS)

@@ -1,1 +1,1 @@
-"""Load tests for the stack: Locust driving real Socket.IO clients through nginx (`make loadtest`)."""
+"""Load tests for the stack: Locust drives real Socket.IO clients through nginx (make loadtest)."""

@@ -1,7 +1,7 @@
 """What a load test measured, computed from raw records: pure Python, no third-party imports.
 
-Shared by the Locust side (loadtest/locustfile.py, in .venv-loadtest) and the runner (loadtest/run.py,
-in the app's .venv), so the same definitions hold wherever a figure is computed.
+Shared by the Locust side (loadtest/locustfile.py, in .venv-loadtest) and the runner
+(loadtest/run.py, in the app's .venv), so the same definitions hold wherever a figure is computed.
 
 Definitions:
   * a fan-out message (kind `broadcast`, `notify` or `room`) is EXPECTED by every client that was
@@ -18,7 +18,8 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter, defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 FANOUT_KINDS = ("broadcast", "notify", "room")
 ECHO_KIND = "echo"
@@ -142,7 +143,8 @@ def timeseries(clients: dict[str, dict], samples: list[tuple[float, float, str]]
         if any(counts):
             deliveries[kind] = counts
     series["deliveries"] = deliveries
-    replicas = sorted({c.get("replica") or "unknown" for c in clients.values() if c.get("connected")})
+    replicas = sorted({c.get("replica") or "unknown"
+                       for c in clients.values() if c.get("connected")})
     per_replica = {r: [0] * seconds for r in replicas}
     connects = [0] * seconds
     for c in clients.values():
@@ -174,10 +176,12 @@ def client_summary(clients: dict[str, dict], target: int) -> dict[str, Any]:
         "connected": len(connected),
         "connect_errors": len(failed),
         "other_errors": sum(errors.values()) - len(failed),
-        "dropped_during_run": sum(1 for c in connected if c.get("closed") and not c.get("stopping")),
+        "dropped_during_run": sum(1 for c in connected
+                                  if c.get("closed") and not c.get("stopping")),
         "connect_rate_per_s": round(len(connected) / span, 1) if span > 0 else None,
         "connect_ms": distribution(c["connect_ms"] for c in connected if c.get("connect_ms")),
-        "per_replica": dict(sorted(Counter(c.get("replica") or "unknown" for c in connected).items())),
+        "per_replica": dict(sorted(
+            Counter(c.get("replica") or "unknown" for c in connected).items())),
         "per_transport": dict(sorted(Counter(
             f"{c.get('mode')}->{c.get('transport')}" for c in connected).items())),
         "errors": dict(errors.most_common(8)),

@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from common.contract import MAIN_NAMESPACE, Event  # noqa: E402
-from loadtest import analysis  # noqa: E402
+from loadtest import analysis, scenario  # noqa: E402
 
 # Workers report every second instead of every 3 s, so the master's progress line and the
 # end-of-run results are fresh (the drain phase waits for the last reports).
@@ -58,26 +58,9 @@ def _options(parser):
     group = parser.add_argument_group("Socket.IO load test (loadtest/locustfile.py)")
     group.add_argument("--lt-run-id", default="", help="tags this run's messages")
     group.add_argument("--lt-results", default="", help="where the master writes the results JSON")
-    group.add_argument("--lt-steady", type=float, default=30.0,
-                       help="seconds of fan-out traffic after every client connected")
-    group.add_argument("--lt-settle-max", type=float, default=15.0,
-                       help="at most this long to wait for connects still in progress")
-    group.add_argument("--lt-drain", type=float, default=4.0,
-                       help="seconds after the last send for deliveries to arrive")
-    group.add_argument("--lt-transports", default="websocket:80,polling:10,upgrade:10",
-                       help="transport mix, weights: websocket, polling, upgrade")
-    group.add_argument("--lt-broadcast-rate", type=float, default=0.0,
-                       help="my_broadcast_event per second (one sending client)")
-    group.add_argument("--lt-notify-rate", type=float, default=0.0,
-                       help="POST /api/notifications per second (to all)")
-    group.add_argument("--lt-room-size", type=int, default=0, help="clients per room; 0: no rooms")
-    group.add_argument("--lt-room-rate", type=float, default=0.0,
-                       help="my_room_event per second per client")
-    group.add_argument("--lt-echo-rate", type=float, default=0.0,
-                       help="my_ping round trips per second per client")
     group.add_argument("--lt-api-key", default=os.environ.get("LOADTEST_API_KEY", ""),
                        help="Bearer key for the notifications API (or LOADTEST_API_KEY)")
-    group.add_argument("--lt-progress", type=float, default=2.0, help="seconds between progress lines")
+    scenario.add_locust_options(group)  # the knobs: --lt-steady, --lt-transports, the rates...
 
 
 # -- what one process records ------------------------------------------------------------------
@@ -176,7 +159,8 @@ def _pick_transport(mix: str) -> str:
     for part in mix.split(","):
         name, _, weight = part.strip().partition(":")
         if name not in TRANSPORT_MODES:
-            raise ValueError(f"unknown transport {name!r} in {mix!r} (use {', '.join(TRANSPORT_MODES)})")
+            raise ValueError(f"unknown transport {name!r} in {mix!r} "
+                             f"(use {', '.join(TRANSPORT_MODES)})")
         weights[name] = float(weight or 1)
     return random.choices(list(weights), weights=list(weights.values()))[0]
 
@@ -363,7 +347,7 @@ class BroadcastSender(SocketIOClient):
 
 
 class NotificationSender(User):
-    """A backend that POSTs notifications for everyone at --lt-notify-rate; not a Socket.IO client."""
+    """A backend POSTing notifications for everyone at --lt-notify-rate; not a Socket.IO client."""
 
     fixed_count = 1
 
@@ -558,12 +542,7 @@ def results_document(environment) -> dict:
                    "user_classes": [cls.__name__ for cls in environment.user_classes],
                    "workers": (len(environment.runner.clients.all) if ROLE == "master" else 0),
                    "request_stats": stats},
-        "config": {
-            "steady_seconds": options.lt_steady, "drain_seconds": options.lt_drain,
-            "transports": options.lt_transports, "broadcast_rate": options.lt_broadcast_rate,
-            "notify_rate": options.lt_notify_rate, "room_size": options.lt_room_size,
-            "room_rate": options.lt_room_rate, "echo_rate": options.lt_echo_rate,
-        },
+        "config": scenario.recorded(None, scenario.from_locust_options(options)),
         "phases": {"test_start": p.test_start, "spawn_complete": p.spawn_complete,
                    "all_connected": p.all_connected, "steady_start": p.steady_start,
                    "steady_end": p.steady_end, "end": p.end},
@@ -573,7 +552,8 @@ def results_document(environment) -> dict:
         "throughput": {
             "steady_deliveries": steady_deliveries,
             "all_deliveries": all_deliveries,
-            "deliveries_per_s": round(steady_deliveries / steady_seconds, 1) if steady_seconds else None,
+            "deliveries_per_s": (round(steady_deliveries / steady_seconds, 1)
+                                 if steady_seconds else None),
             "echo_per_s": round(sum(1 for t, _, k in samples if k == analysis.ECHO_KIND and steady
                                     and steady[0] <= t <= steady[1]) / steady_seconds, 1)
             if steady_seconds else None,

@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ def value_at(samples: list[dict], t: float, key: str, group: str) -> float | Non
         return None
     if t <= points[0][0]:
         return points[0][1]
-    for (t0, v0), (t1, v1) in zip(points, points[1:]):
+    for (t0, v0), (t1, v1) in pairwise(points):
         if t0 <= t <= t1:
             return v0 + (v1 - v0) * ((t - t0) / (t1 - t0) if t1 > t0 else 0)
     return points[-1][1]
@@ -120,7 +121,7 @@ def busiest_process(samples: list[dict], group: str, start: float, end: float) -
 def cpu_rate_series(samples: list[dict], group: str, t0: float) -> list[tuple[float, float]]:
     """(seconds since t0, cores used) between consecutive samples, for plots."""
     out = []
-    for a, b in zip(samples, samples[1:]):
+    for a, b in pairwise(samples):
         if group in a["cpu"] and group in b["cpu"] and b["t"] > a["t"]:
             out.append((round(b["t"] - t0, 2),
                         round(max(0.0, b["cpu"][group] - a["cpu"][group]) / (b["t"] - a["t"]), 3)))

@@ -17,9 +17,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from loadtest import summary  # noqa: E402
+from loadtest import summary
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 
@@ -48,7 +48,7 @@ def _runs_axes(runs: list[dict], title: str, height: float = 3.2):
 
 def plot_latency(runs: list[dict]) -> str:
     fig, axes = _runs_axes(runs, "Fan-out latency per second (send timestamp -> receipt)")
-    for ax, run in zip(axes, runs):
+    for ax, run in zip(axes, runs, strict=False):
         ts = run["locust"]["timeseries"]
         for q, color in (("p50", COLORS[0]), ("p90", COLORS[3]), ("p99", COLORS[1])):
             ax.plot(ts["t"], ts[f"latency_{q}"], label=q, color=color, linewidth=1.3)
@@ -67,7 +67,7 @@ def plot_latency(runs: list[dict]) -> str:
 
 def plot_clients(runs: list[dict]) -> str:
     fig, axes = _runs_axes(runs, "Connected clients per replica")
-    for ax, run in zip(axes, runs):
+    for ax, run in zip(axes, runs, strict=False):
         ts = run["locust"]["timeseries"]
         for i, (replica, counts) in enumerate(sorted(ts["clients_per_replica"].items())):
             ax.plot(ts["t"], counts, label=replica, color=COLORS[i % len(COLORS)])
@@ -82,7 +82,7 @@ def plot_clients(runs: list[dict]) -> str:
 
 def plot_throughput(runs: list[dict]) -> str:
     fig, axes = _runs_axes(runs, "Deliveries per second, by kind (stacked)")
-    for ax, run in zip(axes, runs):
+    for ax, run in zip(axes, runs, strict=False):
         ts = run["locust"]["timeseries"]
         kinds = [k for k in ("broadcast", "notify", "room") if k in ts["deliveries"]]
         if kinds:
@@ -106,7 +106,7 @@ def plot_cpu(runs: list[dict]) -> str | None:
         return None
     fig, axes = _runs_axes(runs, "CPU by process kind (cores; this machine has "
                                  f"{runs[0].get('_cores', '?')})")
-    for ax, run in zip(axes, runs):
+    for ax, run in zip(axes, runs, strict=False):
         series = dict(run.get("server", {}).get("cpu_series") or {})
         if run.get("generator", {}).get("cpu_series"):
             series["load generator"] = run["generator"]["cpu_series"]
@@ -125,7 +125,8 @@ def plot_cpu(runs: list[dict]) -> str | None:
 
 def _table(rows: list[list[str]]) -> str:
     head, *body = rows
-    out = ["<table><thead><tr>", *[f"<th>{html.escape(c)}</th>" for c in head], "</tr></thead><tbody>"]
+    out = ["<table><thead><tr>", *[f"<th>{html.escape(c)}</th>" for c in head],
+           "</tr></thead><tbody>"]
     for row in body:
         out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
     out.append("</tbody></table>")
@@ -149,16 +150,16 @@ def render(doc: dict) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>Load test {html.escape(doc['created'])}</title>",
-        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
+        ("<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
         "text-align:right}td:first-child,th:first-child{text-align:left}"
         "img{max-width:100%;display:block;margin:1em 0}code{background:#f4f4f4;padding:1px 4px}"
-        ".note{color:#a33}</style></head><body>",
+        ".note{color:#a33}</style></head><body>"),
         f"<h1>Socket.IO load test: {html.escape(scenario['name'])}</h1>",
-        f"<p>{html.escape(doc['created'])} &middot; <code>{html.escape(doc['command'])}</code> "
+        (f"<p>{html.escape(doc['created'])} &middot; <code>{html.escape(doc['command'])}</code> "
         f"&middot; {doc['machine']['cores']} cores ({html.escape(doc['machine']['cpu_model'])}), "
         f"load average at start {doc['machine']['load_average_at_start'][0]:.2f} &middot; "
-        f"{doc.get('wall_seconds', '?')} s wall-clock</p>",
+        f"{doc.get('wall_seconds', '?')} s wall-clock</p>"),
         "<p>Scenario: " + html.escape(", ".join(f"{k}={v}" for k, v in scenario.items())) + "</p>",
         "<h2>Summary</h2>",
         _table(summary.table(doc)),
@@ -185,7 +186,8 @@ def render(doc: dict) -> str:
         parts.append("<h3>Delivery by kind</h3>" + _table(rows))
         rows = [["latency (ms)", "count", "p50", "p90", "p99", "max"]]
         for kind, d in run["locust"]["latency_ms"].items():
-            rows.append([kind, f"{d['count']:,}", *[str(d[k]) for k in ("p50", "p90", "p99", "max")]])
+            rows.append([kind, f"{d['count']:,}",
+                         *[str(d[k]) for k in ("p50", "p90", "p99", "max")]])
         parts.append("<h3>Latency</h3>" + _table(rows))
         clients = run["locust"]["clients"]
         parts.append("<h3>Clients</h3>" + _table(

@@ -1,8 +1,11 @@
 """The load-test runner: `make loadtest`, `make loadtest-compare`.
 
-    python -m loadtest.run [--url URL [--pid KIND:PID ...]] [--scenario mixed] [--clients 1500]
-                           [--spawn-rate 150] [--duration 40] [--transports websocket:80,...]
-                           [--replicas 3] [--processes 1] [--compare-baseline]
+    python -m loadtest.run [--url URL [--pid KIND:PID ...]] [--scenario NAME] [--clients N]
+                           [--spawn-rate R] [--duration S] [--transports MIX] [--replicas N]
+                           [--processes N] [--compare-baseline]
+
+The knobs, their defaults and the named scenarios are defined once, in loadtest/scenario.py
+(`--help` lists them); Locust's --lt-* options and the recorded parameters come from there too.
 
 Without --url it starts the native stack itself (scripts/stack.py: private RabbitMQ, REPLICAS
 gunicorn replicas, the worker, nginx); with --compare-baseline also the plain Flask-SocketIO recipe
@@ -34,32 +37,18 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from loadtest import procstats, summary
+from loadtest import procstats, scenario, summary
 
 ROOT = Path(__file__).resolve().parent.parent
-LOADTEST_PYTHON = Path(os.environ.get("LOADTEST_PYTHON", ROOT / ".venv-loadtest" / "bin" / "python"))
+LOADTEST_PYTHON = Path(os.environ.get("LOADTEST_PYTHON",
+                                      ROOT / ".venv-loadtest" / "bin" / "python"))
 RESULTS_DIR = ROOT / "loadtest-results"
 
-# Rates: broadcast and notify are messages/s for the whole run (each reaches every client);
-# room_rate and echo_rate are per client per second.
-SCENARIOS: dict[str, dict[str, float]] = {
-    "connect": {},
-    "broadcast": {"broadcast_rate": 2.0},
-    "notify": {"notify_rate": 2.0},
-    "rooms": {"room_size": 10, "room_rate": 0.1},
-    "echo": {"echo_rate": 0.5},
-    # About 2,000 deliveries/s at 1,500 clients: below what 2 cores shared with the generator
-    # saturate at (about 3,500/s), so latencies are not mostly queueing.
-    "chat": {"broadcast_rate": 1.0, "room_size": 10, "room_rate": 1 / 30, "echo_rate": 1 / 15},
-    "mixed": {"broadcast_rate": 0.5, "notify_rate": 0.5, "room_size": 10, "room_rate": 1 / 30,
-              "echo_rate": 1 / 15},
-}
-RATE_KEYS = ("broadcast_rate", "notify_rate", "room_size", "room_rate", "echo_rate")
 # The kinds of server process whose CPU is measured, by the name scripts/stack.py gives them.
 KINDS = ("web", "nginx", "rabbitmq", "worker")
 
@@ -89,7 +78,7 @@ class Target:
 
 # -- stacks ----------------------------------------------------------------------------------------
 
-def stack_env(clients: int, replicas: int, share: float) -> dict[str, str]:
+def stack_env(clients: int, share: float) -> dict[str, str]:
     """Settings for a stack under load: room for the clients, no periodic broadcast, quick stop."""
     per_replica = min(9800, max(1000, math.ceil(clients * share) + 200))
     return {
@@ -104,21 +93,21 @@ def stack_env(clients: int, replicas: int, share: float) -> dict[str, str]:
     }
 
 
-def start_stacks(args) -> list[Target]:
-    from scripts.stack import Stack, free_port
-    from loadtest.baseline.stack import BaselineStack
+def start_stacks(args, clients: int) -> list[Target]:
+    from loadtest.baseline.stack import BASELINE
+    from scripts.stack import APP, Stack, free_port
 
-    wanted: list[tuple[str, Any]] = [("stack", Stack)]
+    wanted: list[tuple[str, Any]] = [("stack", APP)]
     if args.compare_baseline:
-        wanted.append(("baseline", BaselineStack))
+        wanted.append(("baseline", BASELINE))
     targets: list[Target] = []
     errors: list[BaseException] = []
 
-    def start(label: str, cls) -> None:
-        # Round-robin spreads the stack's clients; ip_hash puts all of the baseline's on one replica.
-        env = stack_env(args.clients, args.replicas, 1.5 / args.replicas if label == "stack" else 1.0)
-        stack = cls(replicas=args.replicas, port=free_port(), workers=1, log_to_files=True,
-                    extra_env=env)
+    def start(label: str, services) -> None:
+        # Round-robin spreads the stack's clients; ip_hash puts the baseline's all on one replica.
+        env = stack_env(clients, 1.5 / args.replicas if label == "stack" else 1.0)
+        stack = Stack(replicas=args.replicas, port=free_port(), workers=1, log_to_files=True,
+                      extra_env=env, services=services)
         try:
             started = time.monotonic()
             stack.start()
@@ -186,45 +175,39 @@ def check_loopback(url: str, allow_remote: bool) -> None:
 
 # -- one scenario against one target -----------------------------------------------------------
 
-def locust_command(args, target: Target, rates: dict[str, float], results: Path,
+def locust_command(knobs: dict[str, Any], target: Target, results: Path,
                    run_id: str) -> tuple[list[str], float]:
     classes = ["SocketIOClient"]
-    if rates.get("broadcast_rate"):
+    if knobs["broadcast_rate"]:
         classes.append("BroadcastSender")
-    if rates.get("notify_rate"):
+    if knobs["notify_rate"]:
         classes.append("NotificationSender")
-    users = args.clients + (1 if "NotificationSender" in classes else 0)
-    spawn_seconds = users / args.spawn_rate
-    settle_max = 15.0
-    cap = math.ceil(2 * spawn_seconds + settle_max + args.duration + args.drain + 30)
+    users = knobs["clients"] + (1 if "NotificationSender" in classes else 0)
+    spawn_seconds = users / knobs["spawn_rate"]
+    cap = math.ceil(2 * spawn_seconds + knobs["settle_max"] + knobs["duration"] + knobs["drain"]
+                    + 30)
     command = [
         str(LOADTEST_PYTHON), "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
-        "--headless", "-u", str(users), "-r", str(args.spawn_rate), "-H", target.url,
+        "--headless", "-u", str(users), "-r", str(knobs["spawn_rate"]), "-H", target.url,
         "-t", f"{cap}s", "--stop-timeout", "5", "--only-summary", "--loglevel", "WARNING",
         "--exit-code-on-error", "0",
         "--lt-run-id", run_id, "--lt-results", str(results),
-        "--lt-steady", str(args.duration), "--lt-drain", str(args.drain),
-        "--lt-settle-max", str(settle_max), "--lt-transports", args.transports,
-        "--lt-broadcast-rate", str(rates.get("broadcast_rate", 0)),
-        "--lt-notify-rate", str(rates.get("notify_rate", 0)),
-        "--lt-room-size", str(int(rates.get("room_size", 0))),
-        "--lt-room-rate", str(rates.get("room_rate", 0)),
-        "--lt-echo-rate", str(rates.get("echo_rate", 0)),
+        *scenario.locust_arguments(knobs),
     ]
-    if args.processes > 1:
-        command += ["--processes", str(args.processes)]
+    if knobs["processes"] > 1:
+        command += ["--processes", str(knobs["processes"])]
     command += classes
     return command, cap + 60
 
 
-def run_scenario(args, target: Target, rates: dict[str, float], stamp: str) -> dict[str, Any]:
+def run_scenario(args, knobs: dict[str, Any], target: Target, stamp: str) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     locust_results = RESULTS_DIR / f"{stamp}-{target.label}.locust.json"
-    command, timeout = locust_command(args, target, rates, locust_results, run_id)
+    command, timeout = locust_command(knobs, target, locust_results, run_id)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LOADTEST_API_KEY": target.api_key,
            "PYTHONUNBUFFERED": "1"}
-    print(f"\nloadtest: {target.label}: {args.clients} clients at {args.spawn_rate}/s, "
-          f"{args.duration:g}s steady, scenario {args.scenario} -> {target.url}", flush=True)
+    print(f"\nloadtest: {target.label}: {knobs['clients']} clients at {knobs['spawn_rate']}/s, "
+          f"{knobs['duration']:g}s steady, scenario {args.scenario} -> {target.url}", flush=True)
     started = time.time()
     popen = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                              start_new_session=True)
@@ -246,7 +229,8 @@ def run_scenario(args, target: Target, rates: dict[str, float], stamp: str) -> d
                 popen.wait()
         samples = sampler.stop()
     if not locust_results.exists():
-        raise SystemExit(f"Locust wrote no results ({locust_results}); exit code {popen.returncode}")
+        raise SystemExit(f"Locust wrote no results ({locust_results}); "
+                         f"exit code {popen.returncode}")
     locust_doc = json.loads(locust_results.read_text())
     locust_results.unlink()
     return assemble(target, locust_doc, samples, started)
@@ -293,8 +277,10 @@ def assemble(target: Target, locust_doc: dict, samples: list[dict], started: flo
         generator = {
             "cpu_seconds_steady": round(generator_cpu or 0, 3),
             "cores_steady": round((generator_cpu or 0) / (steady[1] - steady[0]), 3),
-            "busiest_process_cores_steady": procstats.busiest_process(samples, "generator", *steady),
-            "busiest_process_cores_connect": procstats.busiest_process(samples, "generator", *storm),
+            "busiest_process_cores_steady": procstats.busiest_process(samples, "generator",
+                                                                      *steady),
+            "busiest_process_cores_connect": procstats.busiest_process(samples, "generator",
+                                                                       *storm),
             "processes": len(samples[-1]["procs"].get("generator", {})) if samples else None,
             "cpu_series": procstats.cpu_rate_series(samples, "generator", t0),
         }
@@ -308,8 +294,8 @@ def assemble(target: Target, locust_doc: dict, samples: list[dict], started: flo
                 "(more --processes, or Locust workers on other machines)")
     ratio = locust_doc["delivery"].get("ratio")
     if ratio is not None and ratio < 1:
-        target.notes.append(f"{target.label}: {locust_doc['delivery']['expected'] - locust_doc['delivery']['received']:,} "
-                            "expected deliveries never arrived")
+        missing = locust_doc["delivery"]["expected"] - locust_doc["delivery"]["received"]
+        target.notes.append(f"{target.label}: {missing:,} expected deliveries never arrived")
     return {
         "label": target.label,
         "url": target.url,
@@ -361,25 +347,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default: $API_KEY)")
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow a --url that is not a loopback address (your own test hosts)")
-    parser.add_argument("--scenario", default="mixed", choices=sorted(SCENARIOS))
-    parser.add_argument("--clients", type=int, default=1500)
-    parser.add_argument("--spawn-rate", type=float, default=150.0, help="connects per second")
-    parser.add_argument("--duration", type=float, default=40.0,
-                        help="seconds of steady traffic after the connect storm")
-    parser.add_argument("--drain", type=float, default=4.0,
-                        help="seconds after the last send for deliveries to arrive")
-    parser.add_argument("--transports", default="websocket:80,polling:10,upgrade:10",
-                        help="client transport mix (weights): websocket, polling, upgrade")
+    scenario.add_runner_options(parser)
     parser.add_argument("--replicas", type=int, default=3)
-    parser.add_argument("--processes", type=int, default=2,
-                        help="Locust worker processes (>1: Locust's master and forked workers; "
-                             "1: one process)")
     parser.add_argument("--compare-baseline", action="store_true",
                         help="run the same scenario against the plain Flask-SocketIO recipe too")
-    for key in RATE_KEYS:
-        parser.add_argument(f"--{key.replace('_', '-')}", type=float, default=None,
-                            help="override the scenario's value")
-    parser.add_argument("--output", default="", help="results file (default: loadtest-results/<stamp>.json)")
+    parser.add_argument("--output", default="",
+                        help="results file (default: loadtest-results/<stamp>.json)")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML report")
     parser.add_argument("--keep-logs", action="store_true", help="keep the stacks' log directories")
     args = parser.parse_args(argv)
@@ -394,28 +367,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {LOADTEST_PYTHON} is missing; run `make .venv-loadtest/.installed` "
               "(or `make loadtest`, which installs it)", file=sys.stderr)
         return 1
-    rates = dict(SCENARIOS[args.scenario])
-    for key in RATE_KEYS:
-        if getattr(args, key) is not None:
-            rates[key] = getattr(args, key)
-    if args.compare_baseline and rates.get("notify_rate"):
+    knobs = scenario.resolve(args)
+    if args.compare_baseline and knobs["notify_rate"]:
         print("error: the baseline recipe has no worker or notifications API; compare with a "
               "scenario without notifications (e.g. --scenario chat) or --notify-rate 0",
               file=sys.stderr)
         return 1
-    raise_open_files_limit(args.clients)
+    raise_open_files_limit(knobs["clients"])
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     output = Path(args.output) if args.output else RESULTS_DIR / f"{stamp}-{args.scenario}.json"
     doc: dict[str, Any] = {
         "kind": "socketio-loadtest",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, "-m", "loadtest.run", *(argv or sys.argv[1:])]),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, "-m", "loadtest.run",
+                             *(argv or sys.argv[1:])]),
         "machine": machine(),
-        "scenario": {"name": args.scenario, "clients": args.clients, "spawn_rate": args.spawn_rate,
-                     "duration_s": args.duration, "transports": args.transports,
-                     "replicas": None if args.url else args.replicas,
-                     "locust_processes": args.processes, **rates},
+        "scenario": {**scenario.recorded(args.scenario, knobs),
+                     "replicas": None if args.url else args.replicas},
         "runs": [],
     }
     wall = time.monotonic()
@@ -425,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
             check_loopback(args.url, args.allow_remote)
             targets = [external_target(args)]
         else:
-            targets = start_stacks(args)
+            targets = start_stacks(args, knobs["clients"])
         for target in targets:
-            doc["runs"].append(run_scenario(args, target, rates, stamp))
+            doc["runs"].append(run_scenario(args, knobs, target, stamp))
     finally:
         if not args.url:
             stop_stacks(targets, keep_logs=args.keep_logs)

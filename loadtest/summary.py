@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def _get(doc: dict, *path: str) -> Any:
@@ -53,7 +54,8 @@ ROWS: list[Row] = [
     ("delivery ratio (received/expected)", lambda r: _get(r, "locust", "delivery", "ratio"),
      lambda v: "-" if v is None else f"{v:.4f}", True),
     ("deliveries expected / received",
-     lambda r: (_get(r, "locust", "delivery", "expected"), _get(r, "locust", "delivery", "received")),
+     lambda r: (_get(r, "locust", "delivery", "expected"),
+                _get(r, "locust", "delivery", "received")),
      lambda v: f"{_num(v[0])} / {_num(v[1])}", None),
     ("deliveries/s (steady phase)", lambda r: _get(r, "locust", "throughput", "deliveries_per_s"),
      _num, True),

@@ -1,4 +1,4 @@
-"""gunicorn for one baseline replica: the worker class Flask-SocketIO's docs prescribe for gevent."""
+"""gunicorn for one baseline replica with the worker class Flask-SocketIO's docs use for gevent."""
 
 import os
 import resource

@@ -1,0 +1,186 @@
+"""Runs services described as data: what to start, with which environment, and how to tell it is up.
+
+A `Service` is a description (name, command, environment, readiness check); a `Supervisor` starts
+descriptions in their own process groups, waits for each to be ready, and stops them all: SIGTERM,
+the `stop_last` ones (the broker) after the others, then SIGKILL for whatever outlived the timeout.
+Nothing here knows what the services are; scripts/stack.py and loadtest/baseline/ list them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import string
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STOP_TIMEOUT = 12.0  # every process gets this long after SIGTERM before SIGKILL
+
+
+class MissingDependency(RuntimeError):
+    """A program the stack needs is not installed; the message says how to install it."""
+
+
+class StartupFailed(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def render(template: Path, destination: Path, values: dict[str, str]) -> None:
+    """Fill ${NGINX_*} placeholders and leave nginx's own $variables alone (like envsubst)."""
+    destination.write_text(string.Template(template.read_text()).safe_substitute(values))
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path | None
+    stop_signal: int = signal.SIGTERM
+    signal_group: bool = False  # RabbitMQ's script does not pass SIGTERM on to the VM
+    stop_last: bool = False
+
+    def log_hint(self) -> str:
+        if self.log_path and self.log_path.exists():
+            tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+            return f"; last lines of {self.log_path}:\n    " + "\n    ".join(tail)
+        return ""
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.running():
+            raise StartupFailed(f"{self.name} exited with {self.popen.returncode}{self.log_hint()}")
+
+    def send(self, sig: int) -> None:
+        try:
+            if self.signal_group:
+                os.killpg(self.popen.pid, sig)
+            else:
+                self.popen.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    def kill_group(self) -> None:
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def wait_for_http(url: str, timeout: float, process: Process | None = None) -> None:
+    """Wait until `url` answers 200, or fail early if the process serving it exits."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        if process is not None:
+            process.check_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last_error = exc
+        time.sleep(0.1)
+    raise StartupFailed(f"{url} not ready after {timeout:.0f}s: {last_error}")
+
+
+@dataclass
+class Service:
+    """One process to run. Readiness: `ready_url` answers 200, or `ready(process)` returns."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    ready_url: str | None = None
+    ready: Callable[[Process], None] | None = None
+    ready_timeout: float = 30.0
+    setup: Callable[[], None] | None = None  # runs before the spawn (a config file to write)
+    log_to_file: bool = False  # even when the others log to the terminal (start-up chatter)
+    signal_group: bool = False
+    stop_last: bool = False  # the others finish their work through it (the broker)
+
+    def wait_ready(self, process: Process) -> None:
+        if self.ready_url:
+            wait_for_http(self.ready_url, self.ready_timeout, process)
+        if self.ready:
+            self.ready(process)
+
+
+class Supervisor:
+    """Owns the processes of the services it started; `processes` is theirs, in start order."""
+
+    def __init__(self, run_dir: Path, log_to_files: bool = False,
+                 env: dict[str, str] | None = None) -> None:
+        self.run_dir = run_dir
+        self.log_to_files = log_to_files  # one log file per process instead of the terminal
+        self.env = env or {}  # on top of os.environ, under each service's own
+        self.processes: list[Process] = []
+
+    def spawn(self, service: Service) -> Process:
+        if service.setup:
+            service.setup()
+        log_path = (self.run_dir / f"{service.name}.log"
+                    if self.log_to_files or service.log_to_file else None)
+        output = open(log_path, "ab") if log_path else None  # noqa: SIM115 (the child keeps it)
+        popen = subprocess.Popen(
+            service.command, cwd=ROOT, env={**os.environ, **self.env, **service.env},
+            stdout=output, stderr=subprocess.STDOUT if output else None,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        if output:
+            output.close()
+        process = Process(service.name, popen, log_path, signal_group=service.signal_group,
+                          stop_last=service.stop_last)
+        self.processes.append(process)
+        return process
+
+    def run(self, *services: Service) -> list[Process]:
+        """Start the services together, then wait until each is ready."""
+        processes = [self.spawn(service) for service in services]
+        for service, process in zip(services, processes, strict=True):
+            service.wait_ready(process)
+        return processes
+
+    def stop_one(self, process: Process, timeout: float = STOP_TIMEOUT) -> None:
+        process.send(process.stop_signal)
+        try:
+            process.popen.wait(timeout=timeout)
+        finally:
+            process.kill_group()
+            process.popen.wait()
+            if process in self.processes:
+                self.processes.remove(process)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM everything, the `stop_last` ones last; SIGKILL what is left after `timeout`."""
+        deadline = time.monotonic() + timeout
+        last = [p for p in self.processes if p.stop_last]
+        for group in ([p for p in self.processes if p not in last], last):
+            for process in reversed(group):
+                if process.running():
+                    process.send(process.stop_signal)
+            for process in group:
+                try:
+                    process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+        for process in self.processes:  # also the children a process group leader left behind
+            process.kill_group()
+            process.popen.wait()
+        self.processes.clear()
+
+    def failed(self) -> list[Process]:
+        return [p for p in self.processes if not p.running()]
