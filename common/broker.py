@@ -175,13 +175,6 @@ class QueueManager(socketio.KombuManager):
 
     # -- listening ----------------------------------------------------------------------------
 
-    def start_listening(self) -> None:
-        """Start the listener and the publisher now instead of on the first client connect."""
-        if not self.server.manager_initialized:
-            self.server.manager_initialized = True
-            self.initialize()
-        self.start_publisher()
-
     def _queue(self) -> kombu.Queue:
         return kombu.Queue(self.listener_queue_name, self._exchange(), **self.queue_options)
 

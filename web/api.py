@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from common.auth import issue_token
 from common.jobs import EnqueueFailed, Job, NotificationRequest, now_ms
-from web import current_job_queue, current_settings
+from web.extensions import current_job_queue, current_settings
 from web.errors import describe
 
 log = logging.getLogger(__name__)

@@ -5,21 +5,19 @@ from __future__ import annotations
 import time
 
 from flask import request, session
-from flask_socketio import Namespace, emit, join_room
+from flask_socketio import emit, join_room
 
 from common.contract import CHAT_NAMESPACE, ChatJoinPayload, ChatSayPayload, Event
-from web import current_settings, socketio
+from web.extensions import current_settings, socketio
 from web.errors import BadRequest, report_error
+from web.upstream import AnsweringNamespace
 
 
-class ChatNamespace(Namespace):
+class ChatNamespace(AnsweringNamespace):
     """Each handler is `on_<event name>`; Flask-SocketIO dispatches by method name."""
 
-    def trigger_event(self, event, *args):
-        # Flask-SocketIO drops events without a handler silently; answer them like '/' does.
-        if event not in ("connect", "disconnect") and not hasattr(self, f"on_{event or ''}"):
-            return self.socketio._handle_event(_unknown_event, event, self.namespace, *args)
-        return super().trigger_event(event, *args)
+    def unknown_event(self, *args):
+        raise BadRequest(f"unknown event {request.event['message']!r}")
 
     def on_join(self, payload):
         request = ChatJoinPayload.model_validate(payload)
@@ -44,10 +42,6 @@ class ChatNamespace(Namespace):
             "replica": current_settings().replica_id,
             "sent_at": int(time.time() * 1000),
         }, to=room)
-
-
-def _unknown_event(*args):
-    raise BadRequest(f"unknown event {request.event['message']!r}")
 
 
 # Guard the method names against the event contract: a renamed event must rename its handler.

@@ -5,13 +5,16 @@
 2. Connected clients lose their transport, a few at a time over DRAIN_SECONDS, so they
    reconnect by themselves (to another replica) without a stampede.
 3. gunicorn's own graceful shutdown then finishes whatever requests are left.
+
+web/gunicorn_worker.py's ReplicaWorker runs `Drain.run` on SIGTERM.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
+import time
+from typing import Callable
 
 from flask_socketio import SocketIO
 
@@ -21,9 +24,10 @@ SESSION_PATH = "/socket.io/"
 
 
 class Drain:
-    def __init__(self, sio: SocketIO):
+    def __init__(self, sio: SocketIO, sleep: Callable[[float], None] | None = None):
         self.sio = sio
         self.draining = False
+        self.sleep = sleep or sio.sleep  # gevent.sleep in a replica
 
     def refuse_new_sessions_while_draining(self, wsgi_app):
         body = json.dumps({"error": "this replica is shutting down; reconnect"}).encode()
@@ -40,8 +44,7 @@ class Drain:
 
     def run(self, seconds: float) -> None:
         """Disconnect every client, spread evenly over `seconds`."""
-        import gevent  # only the replica drains, and only under gevent
-
+        started = time.monotonic()
         self.draining = True
         eio = self.sio.server.eio
         sids = list(eio.sockets)
@@ -55,22 +58,6 @@ class Drain:
                 # python-socketio clients give up).
                 socket.close(wait=False, abort=True, reason=eio.reason.TRANSPORT_CLOSE)
                 eio.sockets.pop(sid, None)
-            gevent.sleep(pause)
-        log.info("drained")
+            self.sleep(pause)
+        log.info("drained %d clients in %.1fs", len(sids), time.monotonic() - started)
 
-
-def drain_on_sigterm(worker, seconds: float) -> None:
-    """Replace the gunicorn worker's SIGTERM handler: drain first, then exit as gunicorn does."""
-    import gevent
-
-    drain: Drain = worker.wsgi.extensions["drain"]
-
-    def drain_then_exit(signum: int) -> None:
-        drain.run(seconds)
-        worker.handle_exit(signum, None)
-
-    def on_sigterm(signum, frame):
-        if not drain.draining:
-            gevent.spawn(drain_then_exit, signum)
-
-    signal.signal(signal.SIGTERM, on_sigterm)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from numbers import Real
 
 from common.contract import ECHO_NAMESPACE, Event
-from web import socketio
+from web.extensions import socketio
 from web.errors import BadRequest
 
 

@@ -33,7 +33,7 @@ from common.contract import (
     StartJobPayload,
     user_room,
 )
-from web import current_job_queue, current_settings, socketio
+from web.extensions import current_job_queue, current_settings, socketio
 from web.errors import BadRequest, report_error
 
 log = logging.getLogger(__name__)

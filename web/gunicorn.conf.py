@@ -11,8 +11,9 @@ _settings = load_settings()
 bind = f"{_settings.web_host}:{_settings.web_port}"
 # One worker: a Socket.IO session (its long-polling requests, rooms, acks) lives in one process.
 workers = 1
-# gevent-websocket is installed, so engine.io requires its worker for WebSocket upgrades.
-worker_class = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
+# gevent-websocket's worker (engine.io requires it for WebSocket upgrades), plus the origin check
+# before the upgrade and the drain on SIGTERM.
+worker_class = "web.gunicorn_worker.ReplicaWorker"
 # gunicorn's default of 1000 would cap the replica at 1000 clients.
 worker_connections = _settings.max_clients_per_replica
 preload_app = False  # the worker must monkey-patch before the app (and Kombu) is imported
@@ -38,12 +39,3 @@ def on_starting(server):
             "open-file limit %d is below the %d that %d clients need; raise `ulimit -n`",
             hard, wanted, _settings.max_clients_per_replica)
 
-
-def post_worker_init(worker):
-    """On SIGTERM, drain the replica's clients to the others before gunicorn's shutdown."""
-    from web.drain import drain_on_sigterm
-    from web.limits import OriginCheckingWebSocketHandler
-
-    drain_on_sigterm(worker, _settings.drain_seconds)
-    # Refuses a foreign Origin before the WebSocket upgrade, which engine.io cannot (web/limits.py).
-    worker.wsgi_handler = OriginCheckingWebSocketHandler

@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 
 from common.contract import CHAT_NAMESPACE, ECHO_NAMESPACE, MAIN_NAMESPACE, Event
-from web import socketio
+from web.extensions import socketio
 
 blueprint = Blueprint("page", __name__)
 

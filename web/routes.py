@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from web import current_drain, current_queue_manager, current_settings
+from web.extensions import current_drain, current_queue_manager, current_settings
 
 blueprint = Blueprint("web", __name__)
 

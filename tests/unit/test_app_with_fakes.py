@@ -1,0 +1,94 @@
+"""`create_app()` takes its job queue as a collaborator: `start_job` and the notifications API,
+tested with a fake queue that records what would be enqueued (or fails as a broker outage would)."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.contract import Event, user_room
+from common.jobs import EnqueueFailed, Job
+from tests.support.app import TestClient, unit_settings
+from web import create_app
+from web.extensions import socketio
+
+API_KEY = "unit-test-api-key-0123456789abcdef-0123"
+
+
+class FakeJobQueue:
+    """What `web` needs of common.jobs.JobQueue: `enqueue(name, args, job_id)` -> the job id."""
+
+    def __init__(self, fail: bool = False):
+        self.enqueued: list[tuple[str, dict, str]] = []
+        self.fail = fail
+
+    def enqueue(self, name: str, args: dict, job_id: str | None = None) -> str:
+        if self.fail:
+            raise EnqueueFailed("broker unreachable")
+        job_id = job_id or f"job-{len(self.enqueued) + 1}"
+        self.enqueued.append((name, args, job_id))
+        return job_id
+
+
+@pytest.fixture
+def jobs():
+    return FakeJobQueue()
+
+
+@pytest.fixture
+def app_with(jobs):
+    return create_app(unit_settings(api_key=API_KEY), async_mode="threading",
+                      use_message_queue=False, job_queue=jobs)
+
+
+def test_start_job_enqueues_a_long_task_for_this_connection(app_with, jobs):
+    client = TestClient(app_with, socketio)
+    answer = client.emit(Event.START_JOB, {"steps": 3}, callback=True)
+    [(name, args, job_id)] = jobs.enqueued
+    assert answer == {"job_id": job_id}
+    info = client.emit(Event.SERVER_INFO, callback=True)
+    assert name == Job.LONG_TASK and args == {"room": info["sid"], "steps": 3}
+    client.disconnect()
+
+
+def test_start_job_of_a_signed_in_user_reports_to_the_users_room(app_with, jobs):
+    token = app_with.test_client().post("/api/demo/token", json={"user": "ada"}).get_json()["token"]
+    client = TestClient(app_with, socketio, auth={"token": token})
+    client.emit(Event.START_JOB, {}, callback=True)
+    [(_, args, _)] = jobs.enqueued
+    assert args == {"room": user_room("ada"), "steps": 10}
+    client.disconnect()
+
+
+def test_start_job_while_the_queue_is_down_answers_an_error(app_with, jobs):
+    jobs.fail = True
+    client = TestClient(app_with, socketio)
+    answer = client.emit(Event.START_JOB, {"steps": 2}, callback=True)
+    assert answer == {"event": Event.START_JOB,
+                      "error": "the job queue is unavailable; try again shortly"}
+    assert client.is_connected()
+    client.disconnect()
+
+
+def test_the_api_enqueues_one_notify_job_per_notification(app_with, jobs):
+    body = {"to": {"user": "ada"}, "data": {"title": "hello"}}
+    answer = app_with.test_client().post("/api/notifications", json=body,
+                                         headers={"Authorization": f"Bearer {API_KEY}"})
+    assert answer.status_code == 202
+    [(name, args, job_id)] = jobs.enqueued
+    assert name == Job.NOTIFY and job_id == answer.get_json()["id"]
+    assert args["to"] == {"user": "ada"} and args["data"] == {"title": "hello"}
+    assert isinstance(args["created_at"], int)
+
+
+def test_the_api_answers_503_when_the_queue_is_down(app_with, jobs):
+    jobs.fail = True
+    answer = app_with.test_client().post(
+        "/api/notifications", json={"to": "all", "data": {}},
+        headers={"Authorization": f"Bearer {API_KEY}"})
+    assert answer.status_code == 503 and "unavailable" in answer.get_json()["error"]
+
+
+def test_the_api_refuses_a_wrong_key_without_enqueueing(app_with, jobs):
+    answer = app_with.test_client().post("/api/notifications", json={"to": "all", "data": {}},
+                                         headers={"Authorization": "Bearer nope"})
+    assert answer.status_code == 401 and jobs.enqueued == []

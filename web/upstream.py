@@ -1,0 +1,406 @@
+"""The one seam to the libraries: every override of a library internal lives here.
+
+The replica's limits (policy in web/limits.py), its session routing and its event metrics need
+behaviour that python-engineio, python-socketio, Flask-SocketIO and gevent-websocket offer no hook
+for. Each override is a named subclass, installed by one rebinding of the module-level name the
+library instantiates, once per process by `apply()` (idempotent; `create_app()` calls it). Values
+that belong to one app (its limits) are read from the server or app instance at run time, never
+written into classes, so two apps in one process keep their own settings.
+
+Read against these versions; tests/unit/test_upstream_contract.py compares them with the installed
+ones and checks that every member below still exists with the same signature, so an upgrade fails
+in seconds, naming this module to re-read:
+
+  python-engineio 4.15.1
+    engineio.socket.Socket               rebound to LimitedSocket (Server._handle_connect builds
+                                         each session through the module-level `socket.Socket`)
+      receive(pkt) send(pkt) poll() handle_post_request(environ) _websocket_handler(ws)
+      close(wait, abort, reason); attributes queue, closing, closed, sid, server, upgraded
+    engineio.server.Server.generate_id() overridden per instance (the session-id prefix)
+  python-socketio 5.18.1
+    socketio.Server._handle_eio_message(eio_sid, data)  wrapped per instance (message guard)
+    socketio.Server._binary_packet       binary packets waiting for their attachments
+    socketio.Server.manager_initialized  set to start the client manager with the replica
+  Flask-SocketIO 5.7.0
+    flask_socketio.SocketIO._handle_event(handler, message, namespace, sid, *args)
+    flask_socketio.Namespace.trigger_event(event, *args)  (AnsweringNamespace)
+  gevent-websocket 0.10.1
+    geventwebsocket.handler.WebSocket    rebound to CappedWebSocket (the handler instantiates the
+                                         module-level name for every upgrade)
+      read_frame() receive() close(code, message) send_frame(message, opcode);
+      attributes stream, raw_read, raw_write, environ, handler, closed; Header.decode_header
+    geventwebsocket.handler.WebSocketHandler.upgrade_websocket()  (ReplicaWebSocketHandler, the
+                                         handler class of web/gunicorn_worker.py's ReplicaWorker)
+"""
+
+from __future__ import annotations
+
+import logging
+import socket as stdlib_socket
+import struct
+
+import engineio.socket
+import flask_socketio
+import gevent
+from engineio import exceptions as eio_exceptions
+from geventwebsocket import handler as gws_handler
+from geventwebsocket.exceptions import ProtocolError
+from geventwebsocket.websocket import Header, WebSocket, WebSocketError
+
+from common import metrics
+from web.limits import (
+    EVENT_RATE,
+    MESSAGE_SIZE,
+    OUTGOING_BUFFER,
+    ClientLimits,
+    engineio_frame_error,
+    packet_size,
+)
+
+log = logging.getLogger(__name__)
+
+VERSIONS_READ = {
+    "python-engineio": "4.15.1",
+    "python-socketio": "5.18.1",
+    "flask-socketio": "5.7.0",
+    "gevent-websocket": "0.10.1",
+}
+
+# Every library member the overrides below rely on, with the signature it had when read (None for
+# an attribute or a class). tests/unit/test_upstream_contract.py checks each against the installed
+# library.
+MEMBERS_READ = {
+    "engineio.socket.Socket.receive": "(self, pkt)",
+    "engineio.socket.Socket.send": "(self, pkt)",
+    "engineio.socket.Socket.poll": "(self)",
+    "engineio.socket.Socket.handle_post_request": "(self, environ)",
+    "engineio.socket.Socket._websocket_handler": "(self, ws)",
+    "engineio.socket.Socket.close": "(self, wait=True, abort=False, reason=None)",
+    "engineio.server.Server.generate_id": "(self)",
+    "socketio.server.Server._handle_eio_message": "(self, eio_sid, data)",
+    "flask_socketio.SocketIO._handle_event": "(self, handler, message, namespace, sid, *args)",
+    "flask_socketio.Namespace.trigger_event": "(self, event, *args)",
+    "geventwebsocket.websocket.WebSocket.read_frame": "(self)",
+    "geventwebsocket.websocket.WebSocket.receive": "(self)",
+    "geventwebsocket.websocket.WebSocket.close": "(self, code=1000, message=b'')",
+    "geventwebsocket.websocket.WebSocket.send_frame": "(self, message, opcode)",
+    "geventwebsocket.websocket.Header.decode_header": "(stream)",
+    "geventwebsocket.handler.WebSocketHandler.upgrade_websocket": "(self)",
+    "geventwebsocket.handler.WebSocket": None,
+}
+# Attributes of instances (not visible on the classes), found by building one in the test.
+INSTANCE_ATTRIBUTES_READ = {
+    "engineio.socket.Socket": ("queue", "closing", "closed", "sid", "server", "upgraded"),
+    "socketio.server.Server": ("_binary_packet", "manager_initialized", "manager", "eio"),
+}
+
+CLOSE_MESSAGE_TOO_BIG = 1009  # RFC 6455 7.4.1
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000  # engine.io's own default, for a WebSocket outside our apps
+
+
+def apply() -> None:
+    """Install the subclasses below in the libraries, once per process."""
+    engineio.socket.Socket = LimitedSocket
+    gws_handler.WebSocket = CappedWebSocket
+
+
+def client_limits_of(application) -> ClientLimits | None:
+    """The limits of the Flask app that serves a connection (None for any other WSGI app)."""
+    return getattr(application, "extensions", {}).get("client_limits")
+
+
+def install_limits(sio_server, limits: ClientLimits) -> None:
+    """Make this Socket.IO server's sessions and messages obey `limits`."""
+    sio_server.eio.client_limits = limits
+    handle = sio_server._handle_eio_message
+    sio_server.eio.on("message", lambda eio_sid, data: _guarded_message(
+        sio_server, limits, handle, eio_sid, data))
+
+
+def prefix_session_ids(eio_server, prefix: str) -> None:
+    """Engine.IO session ids start with `prefix`, which nginx routes by (see web/__init__.py)."""
+    random_id = eio_server.generate_id
+    eio_server.generate_id = lambda: prefix + random_id()
+
+
+def start_client_manager(sio_server) -> None:
+    """Start the client manager (the broker listener) now, not on the replica's first connect."""
+    if not sio_server.manager_initialized:
+        sio_server.manager_initialized = True
+        sio_server.manager.initialize()
+
+
+# -- Flask-SocketIO ----------------------------------------------------------------------------------
+
+class ReplicaSocketIO(flask_socketio.SocketIO):
+    """Flask-SocketIO with one place that sees every client event, for metrics."""
+
+    def _handle_event(self, handler, message, namespace, sid, *args):
+        if message not in ("connect", "disconnect"):
+            metrics.EVENTS_RECEIVED.labels(namespace or "/").inc()
+        return super()._handle_event(handler, message, namespace, sid, *args)
+
+
+class AnsweringNamespace(flask_socketio.Namespace):
+    """A class-based namespace that answers events it has no `on_<event>` method for.
+
+    Flask-SocketIO drops them silently; here they go to `unknown_event()` through the normal
+    dispatch (so the namespace's error handler answers the client), as '/' does with its
+    catch-all handler.
+    """
+
+    def trigger_event(self, event, *args):
+        if event in ("connect", "disconnect") or hasattr(self, f"on_{event or ''}"):
+            return super().trigger_event(event, *args)
+        return self.socketio._handle_event(self.unknown_event, event, self.namespace, *args)
+
+    def unknown_event(self, *args):
+        raise NotImplementedError
+
+
+# -- python-socketio: undecodable messages ----------------------------------------------------------
+
+def _guarded_message(sio_server, limits: ClientLimits, handle, eio_sid: str, data) -> None:
+    """Socket.IO packets that do not decode are dropped with one warning per connection.
+
+    Upstream raises from `_handle_eio_message`, and engine.io logs a traceback for every such
+    message. Binary attachments that would add up to more than MAX_MESSAGE_BYTES end the session.
+    """
+    waiting_for_attachments = sio_server._binary_packet
+    pending = waiting_for_attachments.get(eio_sid)
+    if pending is not None and not isinstance(data, (bytes, bytearray)):
+        # Attachments are binary; a text message means the announced ones never came.
+        # Upstream would take this message for an attachment and lose it.
+        waiting_for_attachments.pop(eio_sid, None)
+        limits.malformed(eio_sid, "socket.io", "binary packet without its attachments")
+        pending = None
+    if pending is not None:
+        total = len(data) + sum(len(a) for a in pending.attachments)
+        if total > limits.max_message_bytes:
+            waiting_for_attachments.pop(eio_sid, None)
+            limits.offence(MESSAGE_SIZE, eio_sid, f"binary attachments above "
+                           f"{limits.max_message_bytes} bytes; disconnected")
+            sio_server.eio.disconnect(eio_sid)
+            return
+    try:
+        handle(eio_sid, data)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
+        waiting_for_attachments.pop(eio_sid, None)
+        limits.malformed(eio_sid, "socket.io", exc)
+        return
+    waiting = waiting_for_attachments.get(eio_sid)
+    if waiting is not None and (waiting.attachment_count < 1 or waiting.data is None):
+        # Upstream would wait for attachments that were never announced and take the next
+        # message for one.
+        waiting_for_attachments.pop(eio_sid, None)
+        limits.malformed(eio_sid, "socket.io", "binary packet without attachments")
+
+
+# -- python-engineio: one session ---------------------------------------------------------------
+
+class LimitedSocket(engineio.socket.Socket):
+    """engine.io's session with the replica's per-client limits (rate, outgoing cap, malformed
+    packets). A session of a server without `client_limits` behaves exactly as upstream."""
+
+    def __init__(self, server, sid):
+        super().__init__(server, sid)
+        self.limits: ClientLimits | None = getattr(server, "client_limits", None)
+        self.event_bucket = self.limits.event_bucket() if self.limits is not None else None
+        self.outgoing_bytes = 0  # queued for this client and not yet handed to its transport
+        self.dropping = False  # over the outgoing cap: being cut off
+        self.transport_ws = None  # engine.io's WebSocket wrapper, once the client upgraded
+
+    def receive(self, pkt):
+        # Every packet counts, not only MESSAGEs: a flood of NOOPs or PONGs costs as much.
+        limits = self.limits
+        if limits is not None:
+            if self.closing or self.closed:
+                raise eio_exceptions.SocketIsClosedError()
+            if not self.event_bucket.take():
+                limits.offence(EVENT_RATE, self.sid,
+                               f"more than {limits.event_burst} messages at once or "
+                               f"{limits.event_rate:g}/s sustained; disconnected")
+                # A CLOSE packet (well-behaved clients then do not reconnect at once), and the
+                # error ends engine.io's read loop now: a reader whose socket always has data
+                # never yields, so it must stop reading rather than drop what it reads.
+                self.close(wait=False, abort=False, reason=self.server.reason.SERVER_DISCONNECT)
+                raise eio_exceptions.SocketIsClosedError()
+        return super().receive(pkt)
+
+    def send(self, pkt):
+        limits = self.limits
+        if limits is None or self.closing or self.closed:
+            return super().send(pkt)
+        if self.dropping:
+            return None
+        self.outgoing_bytes += packet_size(pkt)
+        if limits.outgoing_exceeded(self.queue.qsize(), self.outgoing_bytes):
+            self.dropping = True
+            limits.offence(OUTGOING_BUFFER, self.sid,
+                           f"{self.queue.qsize()} packets, {self.outgoing_bytes} bytes waiting: "
+                           "not reading; dropped")
+            # Not here: send() runs inside someone else's emit; closing triggers handlers.
+            self.server.start_background_task(self.drop_slow_reader)
+            return None
+        return super().send(pkt)
+
+    def poll(self):
+        packets = super().poll()
+        if self.outgoing_bytes:
+            self.outgoing_bytes = max(0, self.outgoing_bytes - sum(map(packet_size, packets)))
+        return packets
+
+    def handle_post_request(self, environ):
+        limits = self.limits
+        if limits is None:
+            return super().handle_post_request(environ)
+        # Upstream answers an EngineIOError with 400 after a disconnect that waits for the client
+        # to poll its CLOSE packet (up to the ping timeout, holding the request); other errors
+        # (undecodable bodies) it logs with a traceback and answers 200. Here both end the session
+        # at once and answer 400.
+        try:
+            return super().handle_post_request(environ)
+        except eio_exceptions.EngineIOError as exc:
+            if isinstance(exc, eio_exceptions.ContentTooLongError):
+                limits.offence(MESSAGE_SIZE, self.sid, f"a polling body above "
+                               f"{limits.max_message_bytes} bytes; disconnected")
+            self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+            raise
+        except (ValueError, KeyError, IndexError, TypeError, RecursionError) as exc:
+            limits.malformed(self.sid, "engine.io", exc)
+            self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+            raise eio_exceptions.UnknownPacketError(str(exc)) from exc
+
+    def _websocket_handler(self, ws):
+        limits = self.limits
+        if limits is not None:
+            self.transport_ws = ws
+            wait = ws.wait
+
+            def checked_wait():
+                data = wait()
+                problem = engineio_frame_error(data)
+                if problem is None:
+                    return data
+                limits.malformed(self.sid, "engine.io", problem)
+                return None  # engine.io takes it as the client closing
+
+            ws.wait = checked_wait
+        return super()._websocket_handler(ws)
+
+    def drop_slow_reader(self) -> None:
+        self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+        websocket = getattr(self.transport_ws, "_sock", None)
+        if isinstance(websocket, CappedWebSocket):
+            websocket.abort()
+
+
+# -- gevent-websocket ---------------------------------------------------------------------------
+
+class MessageTooBig(Exception):
+    """Deliberately not a socket.error: WebSocket.receive() would turn that into a plain close."""
+
+
+class CappedWebSocket(WebSocket):
+    """gevent-websocket's WebSocket that refuses an oversized message at its frame header.
+
+    Upstream `read_frame()` reads a whole frame (`raw_read(header.length)`, up to 2**63 bytes)
+    and `read_message()` concatenates fragments without limit, all before engine.io's own
+    `max_http_buffer_size` check sees the message: one 100 MB message costs the replica hundreds
+    of MB and, because upstream unmasks byte by byte in Python, stalls every client for a minute.
+    Here the length in each data frame's header is checked, and summed over the fragments of a
+    message, before any payload is read; the connection is then closed with 1009.
+    """
+
+    __slots__ = ("message_bytes",)
+
+    @property
+    def limits(self) -> ClientLimits | None:
+        return client_limits_of(getattr(self.handler, "application", None))
+
+    @property
+    def max_message_bytes(self) -> int:
+        limits = self.limits
+        return limits.max_message_bytes if limits is not None else DEFAULT_MAX_MESSAGE_BYTES
+
+    def read_frame(self):
+        # A greenlet reading a socket that always has data never blocks, so never lets the others
+        # run: a client sending as fast as it can would stall the replica. Yield once per frame.
+        gevent.sleep(0)
+        header = Header.decode_header(self.stream)
+        if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
+            self.message_bytes = 0  # a new message (a TEXT in mid-message is refused upstream)
+        if header.opcode in (self.OPCODE_CONTINUATION, self.OPCODE_TEXT, self.OPCODE_BINARY):
+            self.message_bytes = getattr(self, "message_bytes", 0) + header.length
+            if self.message_bytes > self.max_message_bytes:
+                raise MessageTooBig(self.message_bytes)
+        # The rest is upstream's read_frame(), with a fast unmask.
+        if header.flags:
+            raise ProtocolError("reserved bits set")  # -> close 1002
+        if not header.length:
+            return header, b""
+        try:
+            payload = self.raw_read(header.length)
+        except Exception:
+            payload = b""
+        if len(payload) != header.length:
+            raise WebSocketError("Unexpected EOF reading frame payload")
+        if header.mask:
+            payload = unmask(payload, header.mask)
+        return header, payload
+
+    def receive(self):
+        try:
+            return super().receive()
+        except MessageTooBig as exc:
+            limits = self.limits
+            if limits is not None:
+                limits.websocket_too_big(self.environ or {}, exc.args[0])
+            self.close(CLOSE_MESSAGE_TOO_BIG, f"message above {self.max_message_bytes} bytes")
+            return None
+
+    def close(self, code=1000, message=""):
+        # Upstream's close() never puts the status code in the close frame; this one does.
+        if self.closed:
+            return
+        try:
+            reason = message if isinstance(message, bytes) else str(message or "").encode()
+            self.send_frame(struct.pack("!H", code) + reason[:123], self.OPCODE_CLOSE)
+        except WebSocketError:
+            pass  # the peer is gone; closing anyway
+        finally:
+            self.closed = True
+            self.stream = self.raw_write = self.raw_read = self.environ = None
+
+    def abort(self) -> None:
+        """Drop the TCP connection now: unblocks a writer stuck on a peer that does not read."""
+        try:
+            self.handler.socket.shutdown(stdlib_socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR with the 4-byte mask as one big integer: C speed instead of a Python loop per byte."""
+    length = len(payload)
+    key = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
+        length, "little")
+
+
+class ReplicaWebSocketHandler(gws_handler.WebSocketHandler):
+    """gevent-websocket's request handler, refusing a foreign Origin before the WebSocket upgrade.
+
+    gevent-websocket answers 101 Switching Protocols before the WSGI app runs, so engine.io's
+    origin check comes too late for WebSocket handshakes: its 400 goes nowhere and the foreign
+    page holds an open socket.
+    """
+
+    def upgrade_websocket(self):
+        limits = client_limits_of(self.application)
+        if limits is not None and limits.origin_check.refuses_upgrade(self.environ):
+            body = b'"Not an accepted origin."'
+            self.start_response("400 Bad Request", [("Content-Type", "application/json"),
+                                                    ("Content-Length", str(len(body)))])
+            return [body]
+        return super().upgrade_websocket()
