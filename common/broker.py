@@ -20,7 +20,6 @@ import collections
 import contextlib
 import logging
 import queue
-import socket
 import threading
 import time
 import uuid
@@ -49,7 +48,11 @@ class BrokerLimits:
 
 
 class QueueManager(socketio.KombuManager):
-    """A KombuManager whose emits never block and whose listener survives reconnects."""
+    """A KombuManager whose emits never block and whose listener survives reconnects.
+
+    Every broker connection comes from `_connection()` (python-socketio's own factory), the one
+    seam the unit tests replace with a fake broker (tests/support/fakes.py).
+    """
 
     name = "rabbitmq"
 
@@ -157,10 +160,10 @@ class QueueManager(socketio.KombuManager):
 
     @staticmethod
     def _keep_alive(connection: kombu.Connection) -> None:
-        """Read the broker's heartbeats and send ours on an idle connection; raises if it is dead."""
+        """Read the broker's heartbeats and send ours on an idle connection; raise if it is dead."""
         try:
             connection.drain_events(timeout=0.01)
-        except socket.timeout:
+        except TimeoutError:
             pass
         connection.heartbeat_check()
 
@@ -190,7 +193,7 @@ class QueueManager(socketio.KombuManager):
                     # The stock KombuManager and Flask-SocketIO emitters publish JSON text.
                     consumer = connection.Consumer(
                         self._queue(), accept=["text/plain", "application/json"],
-                        callbacks=[lambda _, m: received.append(m)],
+                        callbacks=[lambda _, m, received=received: received.append(m)],
                         on_decode_error=self._drop_undecodable)
                     with consumer:  # declared and consuming: only now is the replica reachable
                         self._set_listener_bound(True)
@@ -200,7 +203,7 @@ class QueueManager(socketio.KombuManager):
                         while True:
                             try:
                                 connection.drain_events(timeout=1)
-                            except socket.timeout:
+                            except TimeoutError:
                                 pass
                             if time.monotonic() - last_check >= 1:
                                 connection.heartbeat_check()  # raises on a dead or frozen broker

@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import kombu
@@ -40,6 +42,36 @@ def retry_queue(delay_seconds: float) -> kombu.Queue:
         "x-dead-letter-exchange": JOBS_EXCHANGE.name,
         "x-dead-letter-routing-key": JOBS_QUEUE.routing_key,
     })
+
+
+# -- what to do with a job that failed -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Retry:
+    """Run the job again as attempt `attempt`, after `delay` seconds in a retry queue."""
+
+    delay: float
+    attempt: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Park the job in the dead-letter queue with `reason`; it will not run again."""
+
+    reason: str
+
+
+def decide(attempt: int, retry_delays: Sequence[float], error: BaseException) -> Retry | DeadLetter:
+    """The fate of a job whose attempt number `attempt` (1 for the first run) raised `error`.
+
+    Attempt n is retried after retry_delays[n - 1]; once every delay has been used, the job is
+    dead-lettered. No I/O: the consumer carries the decision out.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempts are numbered from 1, got {attempt}")
+    if attempt > len(retry_delays):
+        return DeadLetter(f"failed after {attempt} attempts: {error!r}")
+    return Retry(delay=retry_delays[attempt - 1], attempt=attempt + 1)
 
 
 # -- job arguments ---------------------------------------------------------------------------

@@ -7,16 +7,15 @@ import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import kombu
 from kombu.mixins import ConsumerMixin
 from pydantic import ValidationError
 
 from common import metrics
-from common.broker import QueueManager
-from common.jobs import DEAD_LETTER_QUEUE, JOBS_QUEUE, now_ms, retry_queue
-from worker.jobs import JOBS, JobContext
+from common.jobs import DEAD_LETTER_QUEUE, JOBS_QUEUE, DeadLetter, decide, now_ms, retry_queue
+from worker.jobs import JOBS, Emitter, JobContext
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +31,23 @@ class PoisonMessage(Exception):
 
 
 def parse_job(body: Any) -> dict:
+    """The job in a message body, with its attempt number (1 when absent); PoisonMessage if none."""
     if not isinstance(body, dict) or not isinstance(body.get("id"), str) \
             or not isinstance(body.get("name"), str) or not isinstance(body.get("args"), dict):
         raise PoisonMessage("not a job: expected {id, name, args, attempt}")
     if body["name"] not in JOBS:
         raise PoisonMessage(f"unknown job {body['name']!r}")
-    return body
+    attempt = body.get("attempt", 1)
+    if type(attempt) is not int or attempt < 1:
+        raise PoisonMessage(f"attempt must be a whole number from 1, got {attempt!r}")
+    return {**body, "attempt": attempt}
+
+
+class FlushingEmitter(Emitter, Protocol):
+    """The worker's emitter (common.broker's write-only QueueManager), or a fake in tests."""
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything emitted so far is on the broker; False if it took longer."""
 
 
 @dataclass
@@ -53,7 +63,7 @@ class JobConsumer(ConsumerMixin):
     A worker killed mid-job never acknowledged it, so RabbitMQ hands it to another worker.
     """
 
-    def __init__(self, connection: kombu.Connection, emitter: QueueManager,
+    def __init__(self, connection: kombu.Connection, emitter: FlushingEmitter,
                  retry_delays: list[float]):
         self.connection = connection
         self.emitter = emitter
@@ -85,7 +95,7 @@ class JobConsumer(ConsumerMixin):
         except (PoisonMessage, ValidationError) as exc:
             self._dead_letter(message, body, f"poison message: {exc}", "poison")
             return
-        attempt = int(job.get("attempt", 1))
+        attempt = job["attempt"]
         context = JobContext(job_id=job["id"], attempt=attempt, emitter=self.emitter)
         redelivered = " (redelivered)" if message.delivery_info.get("redelivered") else ""
         log.info("job %s %s attempt %d started%s", job["name"], job["id"], attempt, redelivered)
@@ -145,18 +155,15 @@ class JobConsumer(ConsumerMixin):
         self._dead_letter(message, message.body, f"poison message: undecodable: {exc}", "poison")
 
     def _retry_or_dead_letter(self, message: kombu.Message, job: dict, exc: Exception) -> None:
-        attempt = int(job.get("attempt", 1))
-        if attempt > len(self.retry_delays):
-            self._dead_letter(message, job, f"failed after {attempt} attempts: {exc!r}", "failed",
-                              job["name"])
+        decision = decide(job["attempt"], self.retry_delays, exc)
+        if isinstance(decision, DeadLetter):
+            self._dead_letter(message, job, decision.reason, "failed", job["name"])
             return
-        delay = self.retry_delays[attempt - 1]
-        queue = retry_queue(delay)
-        self._publish(message, {**job, "attempt": attempt + 1}, queue)
+        self._publish(message, {**job, "attempt": decision.attempt}, retry_queue(decision.delay))
         message.ack()
         metrics.JOBS.labels(job["name"], "retried").inc()
         log.warning("job %s %s attempt %d failed (%r); retrying in %.1fs",
-                    job["name"], job["id"], attempt, exc, delay)
+                    job["name"], job["id"], job["attempt"], exc, decision.delay)
 
     def _dead_letter(self, message: kombu.Message, body: Any, error: str, outcome: str,
                      job_name: str = "unknown") -> None:

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from common.broker import QueueManager
 from common.contract import MAIN_NAMESPACE, Event, user_room
-from common.jobs import Job, LongTaskArgs, NotifyArgs, ServerEventArgs, UserTarget, RoomTarget, now_ms
+from common.jobs import (
+    Job,
+    LongTaskArgs,
+    NotifyArgs,
+    RoomTarget,
+    ServerEventArgs,
+    UserTarget,
+    now_ms,
+)
+
+
+class Emitter(Protocol):
+    """How a job reaches clients: common.broker's write-only QueueManager, or a fake in tests."""
+
+    def emit(self, event: str, data: Any, namespace: str | None = None,
+             room: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -19,7 +34,7 @@ class JobContext:
 
     job_id: str
     attempt: int
-    emitter: QueueManager
+    emitter: Emitter
 
     def emit(self, event: str, data: Any, room: str | None = None) -> None:
         """Send to a room (a user's room, a named room, a connection's sid) or, with None, all."""
