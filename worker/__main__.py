@@ -14,10 +14,9 @@ import signal
 import sys
 
 import kombu
-
-from common.broker import create_emitter
 from pydantic import ValidationError
 
+from common.broker import create_emitter
 from common.jobs import EnqueueFailed, Job, JobQueue, now_ms
 from common.logs import configure_logging
 from common.settings import Settings, load_settings

@@ -8,7 +8,6 @@ worker's connection, letting another one take over.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 
 import kombu
@@ -49,7 +48,7 @@ class Scheduler(threading.Thread):
         while not self.stopping.is_set():
             try:
                 connection.drain_events(timeout=1)  # keeps heartbeats flowing
-            except socket.timeout:
+            except TimeoutError:
                 pass
             connection.heartbeat_check()
             next_run -= 1

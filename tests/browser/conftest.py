@@ -1,4 +1,5 @@
-"""Browser tests: the demo page in headless Chromium, driven by Playwright, against the native stack.
+"""Browser tests: the demo page in headless Chromium, driven by Playwright, against the native
+stack.
 
 Chromium is the system's (/usr/bin/chromium); Playwright never downloads a browser here. A missing
 Chromium fails the tests with the command that installs it; nothing is skipped. Every test saves

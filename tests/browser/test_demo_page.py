@@ -1,4 +1,5 @@
-"""The demo page in a real browser against the real stack: 3 replicas, nginx, RabbitMQ, the worker."""
+"""The demo page in a real browser against the real stack: 3 replicas, nginx, RabbitMQ and the
+worker."""
 
 from __future__ import annotations
 

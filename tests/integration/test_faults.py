@@ -12,10 +12,10 @@ import time
 import urllib.parse
 
 import kombu
-from amqp.exceptions import NotFound
 import pytest
 import requests
 import socketio
+from amqp.exceptions import NotFound
 
 from common.contract import Event
 from scripts.stack import Stack
@@ -219,7 +219,7 @@ def test_killed_replica_clients_move_and_rejoin_their_rooms(faulty, unique):
         assert on_victim, "round-robin should place some of 9 clients on web-3"
         hits = []
         for c in on_victim:
-            c.on(Event.MY_RESPONSE, lambda data: hits.append(data))
+            c.on(Event.MY_RESPONSE, hits.append)
         killed_at = time.monotonic()
         os.killpg(victim.process.popen.pid, signal.SIGKILL)
         moved = wait_until(lambda: all(len(c.history) >= 2 and c.connected for c in on_victim),

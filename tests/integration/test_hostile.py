@@ -79,7 +79,8 @@ def replica_pid(stack: Stack) -> int:
     """The gunicorn worker: the master's only child."""
     master = stack.web[0].process.popen.pid
     for task in os.listdir(f"/proc/{master}/task"):
-        children = open(f"/proc/{master}/task/{task}/children").read().split()
+        with open(f"/proc/{master}/task/{task}/children") as listing:
+            children = listing.read().split()
         if children:
             return int(children[0])
     raise AssertionError(f"gunicorn master {master} has no worker")
@@ -87,9 +88,10 @@ def replica_pid(stack: Stack) -> int:
 
 def memory_mb(pid: int, field: str) -> float:
     """VmHWM (peak RSS) or VmRSS of a process, in MB."""
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
     raise AssertionError(f"no {field} for {pid}")
 
 
@@ -220,7 +222,8 @@ def test_nginx_limits_per_client_address(hostile):
               "NGINX_NEW_SESSION_RATE": "1r/s", "NGINX_NEW_SESSION_BURST": "10"}
     render(NGINX_DIR / "socketio.conf.template", run_dir / "socketio.conf", values)
     render(NGINX_DIR / "native.conf.template", run_dir / "nginx.conf", values)
-    nginx = subprocess.Popen([nginx_binary(), "-p", str(run_dir), "-c", str(run_dir / "nginx.conf")],
+    nginx = subprocess.Popen([nginx_binary(), "-p", str(run_dir),
+                              "-c", str(run_dir / "nginx.conf")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -326,7 +329,8 @@ BAD_POLLING_BODIES = ["", "x", "9", "4", "b!!!notbase64", "d=", "4\x1e\x1e", "\x
 BAD_WEBSOCKET_MESSAGES: list[str | bytes] = [
     "x", "b%%%", "4", "9", "42", "42[", "42{}", "42[1,2]", "43[]", "45-[]", "4/nowhere,2[\"e\"]",
     "42[\"my_event\",{\"data\":" + "[" * 5000 + "]" * 5000 + "}]", "41", "40/echo,", b"\x00\x01",
-    "4" + "[" * 5000 + "]" * 5000, "42[\"no_such_event\",1]", "42[\"join\",7]", "42[\"my_room_event\",{\"room\":[]}]",
+    "4" + "[" * 5000 + "]" * 5000, "42[\"no_such_event\",1]", "42[\"join\",7]",
+    "42[\"my_room_event\",{\"room\":[]}]",
 ]
 
 

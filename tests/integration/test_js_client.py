@@ -74,7 +74,7 @@ def test_official_js_client_polling_and_websocket_across_replicas(stack, unique)
     assert {polling["replica"], websocket["replica"]} <= replica_ids
     assert polling["replica"] != websocket["replica"]
     assert (polling["serverTransport"], polling["engineTransport"]) == ("polling", "polling")
-    assert (websocket["serverTransport"], websocket["engineTransport"]) == ("websocket", "websocket")
+    assert websocket["serverTransport"] == websocket["engineTransport"] == "websocket"
     for client in (polling, websocket):
         assert client["sid"] == client["serverSid"]
         assert client["gotBroadcast"] is True

@@ -11,8 +11,7 @@ from __future__ import annotations
 from flask_socketio.test_client import SocketIOTestClient
 from socketio import packet
 
-from common.contract import MAIN_NAMESPACE, Event
-from common.contract import session_id_prefix
+from common.contract import MAIN_NAMESPACE, Event, session_id_prefix
 from common.settings import Settings
 
 SECRET = "unit-test-secret-key-0123456789abcdef-0123"
@@ -21,8 +20,8 @@ SID_PREFIX = session_id_prefix(REPLICA_ADDRESS)
 
 
 def unit_settings(**overrides) -> Settings:
-    values = dict(app_env="development", secret_key=SECRET, replica_id="unit-1",
-                  replica_address=REPLICA_ADDRESS, cors_allowed_origins=[])
+    values = {"app_env": "development", "secret_key": SECRET, "replica_id": "unit-1",
+              "replica_address": REPLICA_ADDRESS, "cors_allowed_origins": []}
     values.update(overrides)
     return Settings(**values)
 

@@ -9,9 +9,10 @@ import threading
 import time
 import urllib.parse
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import socketio
 
@@ -39,7 +40,8 @@ class RecordingClient:
         self.replica: str | None = None  # set by the helpers below that ask `server_info`
         for name in RECORDED_EVENTS:
             self.sio.on(name, self._recorder(name), namespace=MAIN_NAMESPACE)
-        self.sio.on(Event.CHAT_MESSAGE, self._recorder(Event.CHAT_MESSAGE), namespace=CHAT_NAMESPACE)
+        self.sio.on(Event.CHAT_MESSAGE, self._recorder(Event.CHAT_MESSAGE),
+                    namespace=CHAT_NAMESPACE)
         if answer is not None:  # answers the server's `client_question` through the ack
             self.sio.on(Event.CLIENT_QUESTION, answer, namespace=MAIN_NAMESPACE)
 

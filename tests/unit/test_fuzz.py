@@ -13,9 +13,9 @@ import json
 import struct
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
-
 from geventwebsocket.websocket import WebSocketError
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from common.contract import CHAT_NAMESPACE, ECHO_NAMESPACE, MAIN_NAMESPACE, Event
 from web.extensions import socketio

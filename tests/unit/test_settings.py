@@ -31,8 +31,8 @@ def clean_environment(monkeypatch):
 
 
 def production(**overrides) -> Settings:
-    values = dict(app_env="production", secret_key=STRONG_SECRET, api_key=STRONG_API_KEY,
-                  amqp_url=PRIVATE_AMQP, replica_address="10.0.0.7:5000")
+    values = {"app_env": "production", "secret_key": STRONG_SECRET, "api_key": STRONG_API_KEY,
+              "amqp_url": PRIVATE_AMQP, "replica_address": "10.0.0.7:5000"}
     values.update(overrides)
     return Settings(**values)
 

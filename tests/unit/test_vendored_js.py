@@ -1,4 +1,5 @@
-"""The Socket.IO client the page serves is the one package.json pins (`make vendor-js` copies it)."""
+"""The Socket.IO client the page serves is the one package.json pins (`make vendor-js` copies
+it)."""
 
 from __future__ import annotations
 
