@@ -40,9 +40,10 @@ from scripts.supervisor import (
 )
 
 __all__ = [  # what the tests, the load test and bench import from here
-    "NGINX_DIR", "ROOT", "STOP_TIMEOUT", "MissingDependency", "Process", "Replica", "Service",
-    "ServiceSet", "Stack", "StartupFailed", "Supervisor", "check_installed", "free_port", "main",
-    "nginx_binary", "render", "wait_for_broker", "wait_for_http",
+    "APP", "NGINX_DIR", "ROOT", "STOP_TIMEOUT", "MissingDependency", "Process", "Replica",
+    "Service", "ServiceSet", "Stack", "StartupFailed", "Supervisor", "check_installed",
+    "free_port", "main", "nginx_binary", "nginx_service", "render", "wait_for_broker",
+    "wait_for_http",
 ]
 
 NGINX_DIR = ROOT / "nginx"

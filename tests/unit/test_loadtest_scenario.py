@@ -4,6 +4,8 @@ Locust is handed and what the results record."""
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 
 from loadtest import scenario
 from loadtest.run import parse_args
@@ -47,3 +49,11 @@ def test_locust_defaults_are_the_runner_defaults():
     for knob in scenario.KNOBS:
         if knob.locust and not knob.rate:
             assert options["lt_" + knob.locust] == knob.default
+
+
+def test_the_makefile_passes_every_runner_knob():
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    listed = re.search(r"^LOADTEST_KNOBS := ((?:.*\\\n)*.*)$", makefile, re.MULTILINE)
+    assert listed, "Makefile: no LOADTEST_KNOBS"
+    names = set(listed.group(1).replace("\\", " ").split())
+    assert names == {"SCENARIO"} | {k.name.upper() for k in scenario.KNOBS if k.runner}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from scripts import stack
+from scripts.supervisor import Supervisor
 
 
 @pytest.fixture
@@ -40,3 +43,38 @@ def test_templates_fill_only_their_own_placeholders(tmp_path):
     stack.render(template, tmp_path / "t.conf", {"NGINX_LISTEN": "8080"})
     assert (tmp_path / "t.conf").read_text() == (
         "listen 8080; set $backend $host; ${NGINX_UNKNOWN}\n")
+
+
+def test_the_supervisor_starts_waits_for_and_stops_a_service(tmp_path):
+    supervisor = Supervisor(tmp_path, log_to_files=True)
+    ready = []
+    service = stack.Service("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"],
+                            ready=ready.append)
+    (process,) = supervisor.run(service)
+    assert ready == [process] and process.running()
+    supervisor.stop(timeout=5)
+    assert not process.running() and supervisor.processes == []
+
+
+def test_a_service_that_exits_during_start_up_fails_with_its_log(tmp_path):
+    supervisor = Supervisor(tmp_path, log_to_files=True)
+    service = stack.Service("quitter", [sys.executable, "-c", "print('cannot start'); exit(3)"],
+                            ready_url=f"http://127.0.0.1:{stack.free_port()}/readyz")
+    with pytest.raises(stack.StartupFailed, match="(?s)quitter exited with 3.*cannot start"):
+        supervisor.run(service)
+    supervisor.stop(timeout=5)
+
+
+def test_the_baseline_is_another_list_of_services_for_the_same_stack():
+    from loadtest.baseline.stack import BASELINE
+
+    ours, baseline = stack.Stack(replicas=1), stack.Stack(replicas=1, services=BASELINE)
+    try:
+        replica = stack.Replica(1, stack.free_port(), prefix=BASELINE.replica_prefix)
+        assert "web.wsgi:app" in ours.services.replica(ours, replica).command
+        assert "loadtest.baseline.app:app" in baseline.services.replica(baseline, replica).command
+        assert baseline.services.worker is None and ours.services.worker is not None
+        assert baseline.services.replica(baseline, replica).name == "baseline-1"
+    finally:
+        ours.stop()
+        baseline.stop()
