@@ -35,7 +35,9 @@ in seconds, naming this module to re-read:
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
 import socket as stdlib_socket
 import struct
 
@@ -43,6 +45,7 @@ import engineio.socket
 import flask_socketio
 import gevent
 from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
 from geventwebsocket import handler as gws_handler
 from geventwebsocket.exceptions import ProtocolError
 from geventwebsocket.websocket import Header, WebSocket, WebSocketError
@@ -200,7 +203,17 @@ def _guarded_message(sio_server, limits: ClientLimits, handle, eio_sid: str, dat
 
 class LimitedSocket(engineio.socket.Socket):
     """engine.io's session with the replica's per-client limits (rate, outgoing cap, malformed
-    packets). A session of a server without `client_limits` behaves exactly as upstream."""
+    packets) and, once the client is on WebSocket, a direct write path (`WebSocketWriter`).
+
+    Upstream queues every packet and a writer greenlet per client wakes for each one, waits on
+    its queue with a new gevent Timeout per wait, and lets gevent-websocket build and write a
+    frame per client: about half of a replica's CPU under fan-out. Here a WebSocket client's
+    packets are written from the greenlet that sends them, one non-blocking write of a frame
+    built once per broadcast; only what the kernel does not take is queued, in order. Polling
+    clients, and a client until its upgrade completes, keep upstream's queue.
+
+    A session of a server without `client_limits` behaves exactly as upstream.
+    """
 
     def __init__(self, server, sid):
         super().__init__(server, sid)
@@ -209,6 +222,7 @@ class LimitedSocket(engineio.socket.Socket):
         self.outgoing_bytes = 0  # queued for this client and not yet handed to its transport
         self.dropping = False  # over the outgoing cap: being cut off
         self.transport_ws = None  # engine.io's WebSocket wrapper, once the client upgraded
+        self.writer: WebSocketWriter | None = None  # the direct path, once on WebSocket
 
     def receive(self, pkt):
         # Every packet counts, not only MESSAGEs: a flood of NOOPs or PONGs costs as much.
@@ -228,6 +242,15 @@ class LimitedSocket(engineio.socket.Socket):
         return super().receive(pkt)
 
     def send(self, pkt):
+        writer = self.writer
+        if writer is not None:
+            if self.dropping or not self.check_ping_timeout():
+                return None
+            writer.write(websocket_frame(pkt))
+            if not self.closing and self.limits.outgoing_exceeded(writer.pending_frames,
+                                                                  writer.pending_bytes):
+                self.cut_slow_reader(writer.pending_frames, writer.pending_bytes)
+            return None
         limits = self.limits
         if limits is None or self.closing or self.closed:
             return super().send(pkt)
@@ -235,20 +258,33 @@ class LimitedSocket(engineio.socket.Socket):
             return None
         self.outgoing_bytes += packet_size(pkt)
         if limits.outgoing_exceeded(self.queue.qsize(), self.outgoing_bytes):
-            self.dropping = True
-            limits.offence(OUTGOING_BUFFER, self.sid,
-                           f"{self.queue.qsize()} packets, {self.outgoing_bytes} bytes waiting: "
-                           "not reading; dropped")
-            # Not here: send() runs inside someone else's emit; closing triggers handlers.
-            self.server.start_background_task(self.drop_slow_reader)
+            self.cut_slow_reader(self.queue.qsize(), self.outgoing_bytes)
             return None
         return super().send(pkt)
+
+    def cut_slow_reader(self, packets: int, queued_bytes: int) -> None:
+        self.dropping = True
+        self.limits.offence(OUTGOING_BUFFER, self.sid,
+                            f"{packets} packets, {queued_bytes} bytes waiting: not reading; dropped")
+        # Not here: send() runs inside someone else's emit; closing triggers handlers.
+        self.server.start_background_task(self.drop_slow_reader)
 
     def poll(self):
         packets = super().poll()
         if self.outgoing_bytes:
             self.outgoing_bytes = max(0, self.outgoing_bytes - sum(map(packet_size, packets)))
         return packets
+
+    def close(self, wait=True, abort=False, reason=None):
+        writer = self.writer
+        if writer is None:
+            return super().close(wait=wait, abort=abort, reason=reason)
+        # Nothing polls the queue on the direct path, so upstream's wait (queue.join()) would
+        # never end: wait for the writer instead. The CLOSE packet, if any, goes out through it.
+        super().close(wait=False, abort=abort, reason=reason)
+        writer.close_when_flushed(self.transport_ws)
+        if wait:
+            writer.wait_flushed(self.server.ping_timeout)
 
     def handle_post_request(self, environ):
         limits = self.limits
@@ -272,27 +308,193 @@ class LimitedSocket(engineio.socket.Socket):
             raise eio_exceptions.UnknownPacketError(str(exc)) from exc
 
     def _websocket_handler(self, ws):
+        """Upstream's WebSocket session (the upgrade handshake, then the read loop), with every
+        message checked before engine.io decodes it and the direct writer instead of the writer
+        greenlet."""
         limits = self.limits
-        if limits is not None:
-            self.transport_ws = ws
-            wait = ws.wait
+        if limits is None:
+            return super()._websocket_handler(ws)
+        self.transport_ws = ws
 
-            def checked_wait():
+        def wait():
+            data = ws.wait()
+            if data and len(data) > self.server.max_http_buffer_size:
+                raise ValueError("packet is too large")
+            problem = engineio_frame_error(data)
+            if problem is None:
+                return data
+            limits.malformed(self.sid, "engine.io", problem)
+            return None  # taken as the client closing
+
+        if self.connected:  # an upgrade from polling: the probe, then the UPGRADE packet
+            self.upgrading = True  # upstream holds polling sends meanwhile
+            probe = wait()
+            probe = probe and eio_packet.Packet(encoded_packet=probe)
+            if not probe or probe.packet_type != eio_packet.PING or probe.data != "probe":
+                self.upgrading = False
+                return []
+            ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+            self.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
+            upgrade = wait()
+            if upgrade is None or \
+                    eio_packet.Packet(encoded_packet=upgrade).packet_type != eio_packet.UPGRADE:
+                self.upgrading = False
+                return []
+            self.upgraded = True
+            self.upgrading = False
+        else:
+            self.connected = True
+            self.upgraded = True
+
+        # From now on packets go straight to the WebSocket; what was queued before goes first.
+        # No greenlet switch happens between taking the queue and installing the writer.
+        writer = WebSocketWriter(ws._sock.handler.socket)
+        for pkt in self.take_queued():
+            writer.write(websocket_frame(pkt))
+        self.writer = writer
+        if self.closed:
+            writer.close_when_flushed(ws)
+
+        while True:
+            try:
                 data = wait()
-                problem = engineio_frame_error(data)
-                if problem is None:
-                    return data
-                limits.malformed(self.sid, "engine.io", problem)
-                return None  # engine.io takes it as the client closing
+            except Exception as exc:
+                if not self.closed:
+                    self.server.logger.info('%s: Unexpected error "%s", closing connection',
+                                            self.sid, exc)
+                break
+            if data is None:  # the client closed
+                break
+            try:
+                self.receive(eio_packet.Packet(encoded_packet=data))
+            except eio_exceptions.UnknownPacketError:
+                pass
+            except eio_exceptions.SocketIsClosedError:
+                break
+            except Exception:
+                self.server.logger.exception("Unknown receive error")
+                break
+        self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        writer.wait_flushed(self.server.ping_timeout)
+        return []
 
-            ws.wait = checked_wait
-        return super()._websocket_handler(ws)
+    def take_queued(self) -> list:
+        """Everything queued for this client, without blocking (a None ends the session)."""
+        packets = []
+        empty = self.server.get_queue_empty_exception()
+        while True:
+            try:
+                pkt = self.queue.get(block=False)
+            except empty:
+                return packets
+            self.queue.task_done()
+            if pkt is not None:
+                packets.append(pkt)
 
     def drop_slow_reader(self) -> None:
         self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
         websocket = getattr(self.transport_ws, "_sock", None)
         if isinstance(websocket, CappedWebSocket):
             websocket.abort()
+
+
+class WebSocketWriter:
+    """Writes one WebSocket client's frames from the greenlet that sends them.
+
+    A frame is written with one non-blocking write(2): the kernel takes it whole unless the
+    client has stopped reading. Whatever it does not take, and every frame after it, waits in
+    `backlog`, written in order by a greenlet that exists only while there is a backlog, which
+    coalesces what accumulated into one write. `pending_*` is what the outgoing cap counts.
+    """
+
+    __slots__ = ("socket", "fileno", "backlog", "pending_frames", "pending_bytes", "flusher",
+                 "websocket_to_close", "broken")
+
+    def __init__(self, socket):
+        self.socket = socket  # gevent's socket: its sendall() blocks only the flusher greenlet
+        self.fileno = socket.fileno()
+        self.backlog: collections.deque[bytes] = collections.deque()
+        self.pending_frames = 0
+        self.pending_bytes = 0
+        self.flusher: gevent.Greenlet | None = None
+        self.websocket_to_close = None
+        self.broken = False
+
+    def write(self, frame: bytes) -> None:
+        if self.broken:
+            return
+        if self.flusher is None:
+            try:
+                written = os.write(self.fileno, frame)
+            except BlockingIOError:
+                written = 0
+            except OSError:  # the client is gone; its reader notices and ends the session
+                self.broken = True
+                return
+            if written == len(frame):
+                return
+            frame = frame[written:]
+            self.flusher = gevent.spawn(self.flush)
+        self.backlog.append(frame)
+        self.pending_frames += 1
+        self.pending_bytes += len(frame)
+
+    def flush(self) -> None:
+        try:
+            while self.backlog:
+                frames = b"".join(self.backlog) if len(self.backlog) > 1 else self.backlog[0]
+                count = len(self.backlog)
+                self.backlog.clear()
+                self.socket.sendall(frames)
+                self.pending_frames -= count
+                self.pending_bytes -= len(frames)
+        except OSError:
+            self.broken = True
+            self.backlog.clear()
+            self.pending_frames = self.pending_bytes = 0
+        finally:
+            self.flusher = None
+        if self.websocket_to_close is not None:
+            self.websocket_to_close.close()
+
+    def close_when_flushed(self, websocket) -> None:
+        """Close the WebSocket (a close frame) once every frame before it is written."""
+        if self.flusher is None:
+            websocket.close()
+        else:
+            self.websocket_to_close = websocket
+
+    def wait_flushed(self, timeout: float) -> None:
+        flusher = self.flusher
+        if flusher is not None:
+            flusher.join(timeout)
+
+
+_last_frame: tuple[object, bytes] = (None, b"")
+
+
+def websocket_frame(pkt) -> bytes:
+    """The WebSocket frame of an Engine.IO packet; built once for all recipients of a broadcast
+    (python-socketio sends them one packet object in a row, so the last one is remembered)."""
+    global _last_frame
+    last = _last_frame
+    if last[0] is pkt:
+        return last[1]
+    encoded = pkt.encode()
+    if isinstance(encoded, str):
+        payload, opcode = encoded.encode(), 0x1
+    else:
+        payload, opcode = bytes(encoded), 0x2
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x80 | opcode, length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", 0x80 | opcode, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 127, length)
+    frame = header + payload
+    _last_frame = (pkt, frame)
+    return frame
 
 
 # -- gevent-websocket ---------------------------------------------------------------------------

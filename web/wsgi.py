@@ -5,7 +5,7 @@ The gevent worker monkey-patches before it imports this module (preload_app stay
 
 from common.logs import configure_logging
 from common.settings import load_settings
-from web import create_app
+from web.app import create_app
 
 settings = load_settings()
 configure_logging(settings, "web")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.app import TestClient, unit_settings
-from web import create_app
+from web.app import create_app
 from web.extensions import socketio
 
 

@@ -8,7 +8,7 @@ import pytest
 from common.contract import Event, user_room
 from common.jobs import EnqueueFailed, Job
 from tests.support.app import TestClient, unit_settings
-from web import create_app
+from web.app import create_app
 from web.extensions import socketio
 
 API_KEY = "unit-test-api-key-0123456789abcdef-0123"

@@ -1,0 +1,97 @@
+"""The app factory of a web replica.
+
+`create_app()` reads as the list of what a replica is made of. The shared `socketio` object and
+the `current_*` accessors live in web/extensions.py; every override of a library internal lives in
+web/upstream.py; event handlers register themselves on `socketio` when their modules are imported
+(see `register_handlers`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from common import metrics
+from common.broker import QueueManager, create_queue_manager
+from common.contract import session_id_prefix
+from common.jobs import JobQueue
+from common.settings import Settings, load_settings
+from web import upstream
+from web.drain import Drain
+from web.extensions import socketio
+from web.limits import ClientLimits, OriginCheck
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
+               use_message_queue: bool = True, job_queue: JobQueue | None = None) -> Flask:
+    """Build the app. Unit tests pass `async_mode="threading", use_message_queue=False` and, to
+    see what would be enqueued, a fake `job_queue` (anything with `enqueue(name, args, id)`)."""
+    settings = settings or load_settings()
+    upstream.apply()
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = settings.secret_key.get_secret_value()
+    app.config["SETTINGS"] = settings
+    app.extensions["job_queue"] = job_queue or JobQueue(settings.amqp_url.get_secret_value())
+    queue_manager = create_queue_manager(settings, write_only=False) if use_message_queue else None
+    register_handlers()
+    bind_socketio(app, settings, async_mode, queue_manager)
+    add_drain(app)
+    register_blueprints(app)
+    if queue_manager is not None:  # both broker connections now, not on the first client
+        upstream.start_client_manager(socketio.server)  # the listener
+        queue_manager.start_publisher()
+    log.info("replica %s ready at %s (async mode %s)", settings.replica_id,
+             settings.replica_address, socketio.async_mode)
+    return app
+
+
+def bind_socketio(app: Flask, settings: Settings, async_mode: str,
+                  queue_manager: QueueManager | None) -> None:
+    """Bind `socketio` to the app, with this replica's limits and session routing."""
+    origin_check = OriginCheck(settings.cors_allowed_origins)
+    socketio.init_app(
+        app,
+        async_mode=async_mode,
+        # An allow-list (empty: same origin only; '*' is refused by the settings), as a callable
+        # so that refusals are counted and logged (web/limits.py).
+        cors_allowed_origins=origin_check,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        max_http_buffer_size=settings.max_message_bytes,
+        logger=False,
+        engineio_logger=False,
+        **({"client_manager": queue_manager} if queue_manager is not None else {}),
+    )
+    server = socketio.server
+    limits = ClientLimits(settings, origin_check, lambda sid: server.environ.get(sid) or {})
+    app.extensions["client_limits"] = limits
+    upstream.install_limits(server, limits)
+    # nginx reads the replica's address from the `sid` query argument and sends the session's
+    # later requests (long-polling, the WebSocket upgrade) to the replica that owns it, without
+    # cookies or client-IP hashing. See nginx/socketio.conf.template.
+    upstream.prefix_session_ids(server.eio, session_id_prefix(settings.replica_address))
+    eio = server.eio
+    metrics.CONNECTED_CLIENTS.set_function(lambda: len(eio.sockets))
+
+
+def add_drain(app: Flask) -> None:
+    """On SIGTERM (web/gunicorn_worker.py) the replica hands its clients to the others."""
+    drain = Drain(socketio)
+    app.extensions["drain"] = drain
+    app.wsgi_app = drain.refuse_new_sessions_while_draining(app.wsgi_app)
+
+
+def register_blueprints(app: Flask) -> None:
+    from web.api import blueprint as api_blueprint
+    from web.page import blueprint as page_blueprint
+    from web.routes import blueprint as routes_blueprint
+    for blueprint in (routes_blueprint, page_blueprint, api_blueprint):
+        app.register_blueprint(blueprint)
+
+
+def register_handlers() -> None:
+    """Importing the handler modules registers them on `socketio` (once per process)."""
+    from web import chat, echo, events  # noqa: F401
