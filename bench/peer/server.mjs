@@ -1,0 +1,55 @@
+// The Node peer of `make bench`: one socket.io 4 process of several, coordinated through Redis with
+// @socket.io/redis-adapter (the socket.io docs' multi-node setup). It speaks the benchmark's part of
+// the stack's protocol: on connect it sends `my_response`, and `my_broadcast_event` is re-emitted
+// to every client of every process as `my_response` (what web/events.py and the recipe do).
+//
+//     node bench/peer/server.mjs <port> <redis url> <name>
+//
+// GET /readyz answers 200 once the adapter's Redis connections are up. Started and stopped by
+// bench/systems.py.
+import { createServer } from "node:http";
+import { Server } from "socket.io";
+import { createAdapter } from "@socket.io/redis-adapter";
+import { createClient } from "redis";
+
+const [port, redisUrl, name] = process.argv.slice(2);
+let ready = false;
+
+const http = createServer((request, response) => {
+  if (request.url === "/readyz") {
+    response.writeHead(ready ? 200 : 503, { "Content-Type": "text/plain" });
+    response.end(ready ? "ok" : "starting");
+    return;
+  }
+  response.writeHead(404);
+  response.end();
+});
+
+const pubClient = createClient({ url: redisUrl });
+const subClient = pubClient.duplicate();
+for (const client of [pubClient, subClient]) {
+  client.on("error", (error) => console.error(`${name}: redis: ${error.message}`));
+}
+await Promise.all([pubClient.connect(), subClient.connect()]);
+
+const io = new Server(http, { adapter: createAdapter(pubClient, subClient) });
+let count = 0;
+
+io.on("connection", (socket) => {
+  socket.emit("my_response", { data: "Connected", count: 0 });
+  socket.on("my_broadcast_event", (payload) => {
+    io.emit("my_response", { data: payload?.data, count: ++count });
+  });
+});
+
+http.listen(Number(port), "127.0.0.1", () => {
+  ready = true;
+});
+
+for (const signal of ["SIGTERM", "SIGINT"]) {
+  process.on(signal, () => {
+    io.close();
+    Promise.allSettled([pubClient.quit(), subClient.quit()]).finally(() => process.exit(0));
+    setTimeout(() => process.exit(0), 2000).unref();
+  });
+}

@@ -1,0 +1,344 @@
+"""`make bench`: this stack, the Flask-SocketIO recipe and a Node socket.io peer, side by side.
+
+    python -m bench.run [--scenarios fanout-10,fanout-20,idle-10k] [--systems stack,recipe,node]
+                        [--clients 1500] [--rate R] [--duration 20] [--warmup 4]
+                        [--replicas 3] [--generators 2] [--connect-rate 500]
+                        [--output FILE] [--markdown FILE] [--docs docs/benchmarks.md]
+                        [--section NAME | --no-docs]
+
+Scenarios: `fanout-R` (CLIENTS WebSocket clients, one of them broadcasts R messages/s to all for
+DURATION seconds) and `idle-N` (N idle WebSocket clients on ONE replica, `idle-10k` = 10,000, then
+one broadcast to all). `--rate R` replaces the fan-out scenarios by `fanout-R`.
+
+For each scenario, each system in turn is started alone (bench/systems.py), loaded by Node
+processes running bench/generator.mjs (the official socket.io-client, WebSocket transport only),
+measured and stopped. Per system: delivery ratio, latency percentiles (receipt time minus the send
+time in the payload), CPU seconds per 1,000 deliveries of the web processes and of the whole server
+(web + nginx + broker) over the steady window (the sending time after WARMUP, deliveries received
+in it; utime+stime from /proc of each process and its children, loadtest/procstats.py), RSS growth
+of the web processes per connection, and the ratios against the recipe. Results: a JSON file in
+bench/results/, a markdown table, and the generated section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.systems import (
+    SYSTEMS,
+    MissingDependency,
+    StartupFailed,
+    groups,
+    make_system,
+    missing_programs,
+)
+from loadtest import procstats
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERATOR = Path(__file__).resolve().parent / "generator.mjs"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DOCS = ROOT / "docs" / "benchmarks.md"
+SOURCE_ADDRESSES = [f"127.0.0.{n}" for n in range(1, 9)]  # all of 127.0.0.0/8 is loopback
+DEFAULT_SCENARIOS = "fanout-10,fanout-20,idle-10k"
+
+
+def progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def parse_scenario(name: str, args) -> dict[str, Any]:
+    fanout = re.fullmatch(r"fanout-(\d+(?:\.\d+)?)", name)
+    idle = re.fullmatch(r"idle-(\d+)(k?)", name)
+    if fanout:
+        rate = float(fanout.group(1))
+        return {"name": name, "kind": "fanout", "clients": args.clients, "rate": rate,
+                "duration": args.duration, "replicas": args.replicas,
+                "messages": max(1, round(rate * args.duration))}
+    if idle:
+        clients = int(idle.group(1)) * (1000 if idle.group(2) else 1)
+        return {"name": name, "kind": "idle", "clients": clients, "rate": 0.0, "duration": 0.0,
+                "replicas": 1, "messages": 1}
+    raise SystemExit(f"unknown scenario {name!r}: fanout-<rate> or idle-<clients>, e.g. idle-10k")
+
+
+def raise_open_files(clients: int) -> None:
+    """Clients, nginx (two sockets per client) and the servers inherit this process's limit."""
+    wanted = max(65536, 2 * clients + 4096)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limits in ((wanted, max(hard, wanted)), (hard, hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+            break
+        except (ValueError, OSError):
+            continue
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2 * clients + 1024:
+        progress(f"warning: open-file limit {soft} is low for {clients} clients (ulimit -n)")
+
+
+def machine_facts() -> dict[str, Any]:
+    def version(command: list[str]) -> str:
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+        text = (done.stdout + done.stderr).strip().splitlines()
+        return text[0] if text else "?"
+
+    cpu_model = next((line.split(":", 1)[1].strip() for line in
+                      Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), platform.processor())
+    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal"))
+    from bench.systems import redis_binary
+    from scripts.stack import nginx_binary
+
+    return {
+        "cores": os.cpu_count(), "cpu": cpu_model, "memory_gib": round(mem_kib / 2**20, 1),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "node": version(["node", "--version"]),
+        "nginx": version([nginx_binary() or "nginx", "-v"]).replace("nginx version: ", ""),
+        "redis": version([redis_binary() or "redis-server", "--version"]).split(" sha=")[0],
+        "load_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# -- one system under one scenario ----------------------------------------------------------------
+
+def rss(pids: dict[str, list[int]], group: str) -> int:
+    table = procstats.read_all()
+    return sum(table[pid][2] for pid in procstats.descendants(pids.get(group, []), table))
+
+
+class Generator:
+    """One bench/generator.mjs process; a thread reads its JSON lines so waits can time out."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.popen = subprocess.Popen(
+            ["node", str(GENERATOR), json.dumps(config)], cwd=ROOT, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=None, text=True, start_new_session=True)
+        self.pid = self.popen.pid
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.popen.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.popen.stdin.write(json.dumps(message) + "\n")
+        self.popen.stdin.flush()
+
+    def wait_for(self, event: str, deadline: float) -> dict[str, Any]:
+        """The generator's next `event` line; fails at the deadline or when it exits first."""
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(f"no '{event}' from the generator in time") from None
+            if line is None:
+                raise RuntimeError(f"the generator exited ({self.popen.wait()}) before '{event}'")
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if message.get("event") == event:
+                return message
+
+    def finish(self) -> None:
+        try:
+            self.popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.pid, signal.SIGKILL)
+            self.popen.wait()
+
+
+def measure(system_name: str, scenario: dict[str, Any], args) -> dict[str, Any]:
+    label = f"[{scenario['name']}] {system_name}"
+    clients, replicas = scenario["clients"], scenario["replicas"]
+    result: dict[str, Any] = {"system": system_name, "replicas": replicas,
+                              "load_before": [round(x, 2) for x in os.getloadavg()]}
+    system = make_system(system_name, replicas, -(-clients // replicas), scenario["rate"])
+    started = time.monotonic()
+    system.start()
+    generators: list[Generator] = []
+    sampler = None
+    try:
+        pids = groups(system)
+        progress(f"{label}: up in {time.monotonic() - started:.1f}s ({replicas} "
+                 f"{'replica' if replicas == 1 else 'replicas'}), connecting {clients} clients")
+        time.sleep(1.0)
+        rss_before = rss(pids, "web")
+        shares = [clients // args.generators + (1 if i < clients % args.generators else 0)
+                  for i in range(args.generators)]
+        connect_timeout_ms = 20_000
+        connect_deadline = time.monotonic() + clients / args.connect_rate + 60
+        for index, share in enumerate(s for s in shares if s > 0):
+            generators.append(Generator({
+                "url": system.url, "clients": share, "broadcaster": index == 0,
+                "connectRate": args.connect_rate / args.generators,
+                "addresses": SOURCE_ADDRESSES[index::args.generators],
+                "connectTimeoutMs": connect_timeout_ms,
+                # The first connections of a cold replica one at a time: the recipe's stock
+                # KombuManager can hang clients of a burst of first emits (pitfalls, Kombu).
+                "warm": 2 * replicas if index == 0 else 0}))
+            if index == 0:
+                generators[0].wait_for("warm", connect_deadline)
+        sampler = procstats.Sampler({**pids, "generator": [g.pid for g in generators]},
+                                    interval=0.5).start()
+        connected = [g.wait_for("connected", connect_deadline) for g in generators]
+        result["connected"] = sum(c["connected"] for c in connected)
+        result["connect_failed"] = sum(c["failed"] + c["pending"] for c in connected)
+        result["connect_seconds"] = round(max(c["seconds"] for c in connected), 1)
+        result["errors"] = report.merge_counts(c["errors"] for c in connected)
+        time.sleep(args.settle if scenario["kind"] == "fanout" else max(args.settle, 5.0))
+        rss_after = rss(pids, "web")
+        result["web_rss_mib"] = round(rss_after / 2**20, 1)
+        result["memory_per_connection_kib"] = (
+            round((rss_after - rss_before) / 1024 / result["connected"], 1)
+            if result["connected"] else None)
+        failed = result["connect_failed"]
+        progress(f"{label}: {result['connected']} connected in {result['connect_seconds']}s"
+                 f"{f', {failed} did not' if failed else ''}; "
+                 f"{result['memory_per_connection_kib']} KiB per connection; "
+                 + (f"broadcasting {scenario['rate']:g}/s for {scenario['duration']:g}s"
+                    if scenario["kind"] == "fanout" else "one broadcast to all"))
+
+        now_ms = time.time() * 1000
+        start_ms = now_ms + 500
+        if scenario["kind"] == "fanout":
+            interval_ms = 1000 / scenario["rate"]
+            end_ms = start_ms + scenario["messages"] * interval_ms
+            warmup = min(args.warmup, scenario["duration"] / 3)
+            window = [start_ms + warmup * 1000, end_ms]
+        else:
+            interval_ms, end_ms = 1000.0, start_ms
+            window = [start_ms, start_ms + 5000]
+        deadline_ms = end_ms + args.drain * 1000
+        command = {"cmd": "go", "start": start_ms, "messages": scenario["messages"],
+                   "intervalMs": interval_ms, "window": window, "deadline": deadline_ms}
+        for generator in generators:
+            generator.send(command)
+        done_deadline = time.monotonic() + (deadline_ms - now_ms) / 1000 + 30
+        done = [g.wait_for("done", done_deadline) for g in generators]
+        samples, sampler = sampler.stop(), None
+        result.update(report.summarize(done, samples, window, scenario, pids))
+        result["errors"] = report.merge_counts([result["errors"], *(d["errors"] for d in done)])
+        progress(f"{label}: delivered {result['delivery_ratio']:.4f}, p50 "
+                 f"{result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms; "
+                 f"web CPU-s/1k {result['cpu_per_1000']['web']}")
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        for generator in generators:
+            generator.finish()
+        system.stop()
+        if not args.keep_logs:
+            shutil.rmtree(system.run_dir, ignore_errors=True)
+    result["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+# -- the whole run --------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios",
+                        help=f"default {DEFAULT_SCENARIOS}; with --rate alone: fanout-RATE")
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--clients", type=int, default=1500,
+                        help="clients of the fan-out scenarios")
+    parser.add_argument("--rate", type=float, help="broadcasts/s of the fan-out scenarios")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of broadcasting")
+    parser.add_argument("--warmup", type=float, default=4.0,
+                        help="seconds of broadcasting before the steady window opens")
+    parser.add_argument("--drain", type=float, default=30.0,
+                        help="at most this long after the last send for the last receipts")
+    parser.add_argument("--settle", type=float, default=2.0,
+                        help="seconds after the last connect before memory is read")
+    parser.add_argument("--replicas", type=int, default=3, help="of the fan-out scenarios")
+    parser.add_argument("--generators", type=int, default=2, help="Node generator processes")
+    parser.add_argument("--connect-rate", type=float, default=500.0, help="new clients per second")
+    parser.add_argument("--output", type=Path, help="the JSON results (default bench/results/)")
+    parser.add_argument("--markdown", type=Path, help="also write the markdown here")
+    parser.add_argument("--docs", type=Path, default=DOCS)
+    parser.add_argument("--section", default="",
+                        help="update <!-- bench:SECTION:begin --> instead of <!-- bench:begin -->")
+    parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
+    parser.add_argument("--keep-logs", action="store_true", help="keep each system's run directory")
+    args = parser.parse_args(argv)
+
+    names = [s for s in (args.scenarios or DEFAULT_SCENARIOS).split(",") if s]
+    if args.rate is not None and not args.scenarios:
+        names = [f"fanout-{args.rate:g}"]
+    elif args.rate is not None:
+        names = [f"fanout-{args.rate:g}"] + [n for n in names if not n.startswith("fanout-")]
+    scenarios = [parse_scenario(name, args) for name in names]
+    systems = [s for s in args.systems.split(",") if s]
+    unknown = set(systems) - set(SYSTEMS)
+    if unknown or not systems:
+        raise SystemExit(f"--systems takes some of {', '.join(SYSTEMS)}; got {args.systems!r}")
+    missing = missing_programs()
+    if missing:
+        print("error: `make bench` needs what is missing here:\n  " + "\n  ".join(missing),
+              file=sys.stderr)
+        return 2
+    raise_open_files(max(s["clients"] for s in scenarios))
+
+    started = datetime.now(UTC)
+    doc: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_facts(), "generators": args.generators, "scenarios": [],
+    }
+    progress(f"{len(scenarios)} scenario(s) x {len(systems)} system(s); {doc['machine']['cores']} "
+             f"cores, load average {doc['machine']['load_at_start']}")
+    failed = False
+    for scenario in scenarios:
+        entry = {**scenario, "systems": []}
+        doc["scenarios"].append(entry)
+        for name in systems:
+            try:
+                entry["systems"].append(measure(name, scenario, args))
+            except (MissingDependency, StartupFailed, RuntimeError) as exc:
+                failed = True
+                progress(f"[{scenario['name']}] {name}: FAILED: {exc}")
+                entry["systems"].append({"system": name, "error": str(exc)})
+    doc["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    doc["machine"]["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report.add_ratios(doc)
+
+    output = args.output or RESULTS_DIR / f"{started:%Y%m%d-%H%M%S}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(doc, indent=1) + "\n")
+    markdown = report.markdown(doc)
+    if args.markdown:
+        args.markdown.write_text(markdown)
+    if not args.no_docs:
+        report.update_docs(args.docs, markdown, args.section)
+    print(markdown)
+    progress(f"results: {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}"
+             + ("" if args.no_docs else f"; updated {args.docs.name}"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The three systems `make bench` compares, each started natively on free loopback ports:
+
+  stack   this project (scripts/stack.py): its nginx, N web replicas, a private RabbitMQ, no worker;
+  recipe  Flask-SocketIO's documented recipe (loadtest/baseline/: stock KombuManager, one
+          GeventWebSocketWorker per replica), but behind bench/nginx.conf.template (least_conn);
+  node    socket.io 4 + @socket.io/redis-adapter (bench/peer/server.mjs), N Node processes, a
+          private redis-server, behind the same nginx as the recipe.
+
+Each is a scripts/stack.py `Stack` (its own service set): `url`, `start()`, `stop()`, `run_dir`,
+`processes`; `groups(stack)` gives the root pids of its web processes, nginx and broker, whose CPU
+and memory the runner reads from /proc (children included).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtest.baseline.stack import baseline_replica
+from scripts.stack import (
+    ROOT,
+    MissingDependency,
+    Process,
+    Replica,
+    Service,
+    ServiceSet,
+    Stack,
+    StartupFailed,
+    check_installed,
+    free_port,
+    nginx_service,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+NGINX_TEMPLATE = BENCH_DIR / "nginx.conf.template"
+PEER_SERVER = BENCH_DIR / "peer" / "server.mjs"
+SYSTEMS = ("stack", "recipe", "node")
+
+
+def missing_programs() -> list[str]:
+    """What `make bench` needs and this machine lacks, each with the command that installs it."""
+    missing = []
+    try:
+        check_installed(need_rabbitmq=True)
+    except MissingDependency as exc:
+        missing.append(str(exc))
+    if redis_binary() is None:
+        missing.append("redis-server: sudo apt-get install -y redis-server")
+    if shutil.which("node") is None:
+        missing.append("node: sudo apt-get install -y nodejs npm (Node.js 18 or later)")
+    elif not (ROOT / "node_modules" / "socket.io" / "package.json").exists() or not (
+            ROOT / "node_modules" / "@socket.io" / "redis-adapter").exists():
+        missing.append("the pinned Node packages (socket.io, @socket.io/redis-adapter, redis, "
+                       "socket.io-client): make install (npm ci)")
+    return missing
+
+
+def redis_binary() -> str | None:
+    return shutil.which("redis-server", path=f"{os.environ.get('PATH', '')}:/usr/bin:/usr/sbin")
+
+
+def bench_env(clients_per_replica: int, rate: float) -> dict[str, str]:
+    """Settings for the stack and the recipe under the benchmark's load."""
+    return {
+        "APP_ENV": "development",
+        "LOG_LEVEL": "WARNING",
+        "SECRET_KEY": secrets.token_hex(32),
+        "API_KEY": secrets.token_hex(32),
+        "SERVER_EVENT_INTERVAL": "0",
+        "DRAIN_SECONDS": "0",
+        # gunicorn's worker_connections; the stack's default (10,000) already holds idle-10k.
+        "MAX_CLIENTS_PER_REPLICA": str(max(10_000, clients_per_replica + 500)),
+        # One client sends every broadcast: keep the stack's per-client limit above the rate.
+        "EVENT_RATE_PER_SECOND": str(max(50.0, 2 * rate)),
+        "EVENT_BURST": str(max(100, int(4 * rate))),
+    }
+
+
+def process_kind(name: str) -> str | None:
+    if name.startswith(("web-", "baseline-", "node-")):
+        return "web"
+    if name == "nginx":
+        return "nginx"
+    if name in ("rabbitmq", "epmd", "redis"):
+        return "broker"
+    return None
+
+
+def groups(stack: Stack) -> dict[str, list[int]]:
+    """kind (web, nginx, broker) -> the root pids of the stack's processes of that kind."""
+    found: dict[str, list[int]] = {}
+    for process in stack.processes:
+        kind = process_kind(process.name)
+        if kind:
+            found.setdefault(kind, []).append(process.popen.pid)
+    return found
+
+
+def least_conn_nginx(stack: Stack) -> Service:
+    return nginx_service(stack, {NGINX_TEMPLATE: "nginx.conf"}, "/readyz")
+
+
+# The recipe's replicas (loadtest/baseline/) behind the least_conn nginx.
+RECIPE = ServiceSet(replica=baseline_replica, nginx=least_conn_nginx, worker=None,
+                    replica_prefix="baseline")
+
+
+def node_replica(stack: Stack, replica: Replica) -> Service:
+    return Service(replica.replica_id,
+                   ["node", str(PEER_SERVER), str(replica.port), stack.extra_env["REDIS_URL"],
+                    replica.replica_id],
+                   ready_url=f"{replica.url}/readyz", ready_timeout=20)
+
+
+NODE = ServiceSet(replica=node_replica, nginx=least_conn_nginx, worker=None, replica_prefix="node")
+
+
+@dataclass
+class NodeStack(Stack):
+    """The Node peer: a private redis-server first, then the Node processes and nginx. amqp_url
+    is set (unused) so that no RabbitMQ starts."""
+
+    services: ServiceSet = NODE
+    amqp_url: str | None = ""
+    workers: int = 0
+
+    def start(self) -> Stack:
+        port = int(self.extra_env["REDIS_URL"].rsplit(":", 1)[1])
+        try:
+            self.supervisor.run(Service(
+                "redis", [redis_binary() or "redis-server", "--port", str(port), "--bind",
+                          "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
+                          "--dir", str(self.run_dir)],
+                ready=lambda process: wait_for_redis(port, process, 15), stop_last=True))
+        except BaseException:
+            self.stop()
+            raise
+        return super().start()
+
+
+def wait_for_redis(port: int, process: Process, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.check_alive()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise StartupFailed(f"redis-server on port {port} not ready after {timeout:.0f}s")
+
+
+def make_system(name: str, replicas: int, clients_per_replica: int, rate: float) -> Stack:
+    """A system by name, not started yet; the caller starts and stops it."""
+    options = {"port": free_port(), "replicas": replicas, "log_to_files": True}
+    if name == "node":
+        return NodeStack(extra_env={"REDIS_URL": f"redis://127.0.0.1:{free_port()}"}, **options)
+    if name == "recipe":
+        options["services"] = RECIPE
+    return Stack(workers=0, extra_env=bench_env(clients_per_replica, rate), **options)
+
+
+__all__ = ["SYSTEMS", "MissingDependency", "StartupFailed", "groups", "make_system",
+           "missing_programs"]
