@@ -178,8 +178,8 @@ def fanout_table(scenario: dict[str, Any]) -> list[str]:
 
 def idle_table(scenario: dict[str, Any]) -> list[str]:
     rows = [
-        (f"#### {scenario['name']}: {scenario['clients']:,} idle WebSocket clients on one web "
-         "process, then one broadcast to all"),
+        (f"#### {scenario['name']}: {scenario['clients']:,} idle WebSocket clients connected "
+         "straight to one web process (no nginx), then one broadcast to all"),
         "",
         ("| system | connected (connect time) | KiB / connection | vs recipe | web RSS (MiB) "
          "| broadcast delivered | broadcast p50 / p90 / p99 / max (ms) | p99 vs recipe "
@@ -204,7 +204,8 @@ def idle_table(scenario: dict[str, Any]) -> list[str]:
 def markdown(doc: dict[str, Any]) -> str:
     machine = doc["machine"]
     lines = [
-        f"Run {doc['started']} to {doc['finished']} (UTC): `{doc['command'].strip()}`",
+        (f"Run {doc['started']} to {doc['finished']} (UTC): `{doc['command'].strip()}`; this "
+         f"stack at commit {doc.get('stack_revision', 'unknown')}."),
         "",
         f"Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, "
         f"Linux {machine['kernel']}, Python {machine['python']}, Node {machine['node']}, "

@@ -77,9 +77,10 @@ def parse_scenario(name: str, args) -> dict[str, Any]:
     raise SystemExit(f"unknown scenario {name!r}: fanout-<rate> or idle-<clients>, e.g. idle-10k")
 
 
-def raise_open_files(clients: int) -> None:
-    """Clients, nginx (two sockets per client) and the servers inherit this process's limit."""
-    wanted = max(65536, 2 * clients + 4096)
+def raise_open_files(sockets: int) -> None:
+    """The generators and the servers inherit this process's limit; `sockets`: the most that one
+    process needs (nginx holds two per client, the web process of idle-10k one)."""
+    wanted = max(65536, sockets + 4096)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     for limits in ((wanted, max(hard, wanted)), (hard, hard)):
         try:
@@ -88,8 +89,8 @@ def raise_open_files(clients: int) -> None:
         except (ValueError, OSError):
             continue
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 2 * clients + 1024:
-        progress(f"warning: open-file limit {soft} is low for {clients} clients (ulimit -n)")
+    if soft < sockets + 1024:
+        progress(f"warning: open-file limit {soft} is low for {sockets} sockets (ulimit -n)")
 
 
 def machine_facts() -> dict[str, Any]:
@@ -182,8 +183,13 @@ def measure(system_name: str, scenario: dict[str, Any], args) -> dict[str, Any]:
     sampler = None
     try:
         pids = groups(system)
+        # idle: straight to the one web process. Through nginx each client costs it 2 sockets, and
+        # 10,000 clients need more than a common hard open-file limit (20,000) allows a process.
+        url = system.web[0].url if scenario["kind"] == "idle" else system.url
+        result["through"] = "web process" if scenario["kind"] == "idle" else "nginx"
         progress(f"{label}: up in {time.monotonic() - started:.1f}s ({replicas} "
-                 f"{'replica' if replicas == 1 else 'replicas'}), connecting {clients} clients")
+                 f"{'replica' if replicas == 1 else 'replicas'}), connecting {clients} clients "
+                 f"to the {result['through']}")
         time.sleep(1.0)
         rss_before = rss(pids, "web")
         shares = [clients // args.generators + (1 if i < clients % args.generators else 0)
@@ -192,7 +198,7 @@ def measure(system_name: str, scenario: dict[str, Any], args) -> dict[str, Any]:
         connect_deadline = time.monotonic() + clients / args.connect_rate + 60
         for index, share in enumerate(s for s in shares if s > 0):
             generators.append(Generator({
-                "url": system.url, "clients": share, "broadcaster": index == 0,
+                "url": url, "clients": share, "broadcaster": index == 0,
                 "connectRate": args.connect_rate / args.generators,
                 "addresses": SOURCE_ADDRESSES[index::args.generators],
                 "connectTimeoutMs": connect_timeout_ms,
@@ -258,6 +264,70 @@ def measure(system_name: str, scenario: dict[str, Any], args) -> dict[str, Any]:
 
 # -- the whole run --------------------------------------------------------------------------------
 
+def stack_revision() -> str:
+    """The commit the stack runs from, and whether its code differs from it."""
+    def git(*command: str) -> str:
+        done = subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown"
+    dirty = git("status", "--porcelain", "--", "web", "common", "scripts", "nginx")
+    return commit + (" with uncommitted changes" if dirty else "")
+
+
+def shown_command(argv: list[str], revision: str | None) -> str:
+    """The command as the docs show it: without this machine's paths."""
+    shown, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item in ("--docs", "--output", "--markdown", "--revision"):
+            skip = True
+        elif not item.startswith(("--docs=", "--output=", "--markdown=", "--revision=")):
+            shown.append(item)
+    if revision:
+        shown += ["--stack-rev", revision]
+    return " ".join(["python -m bench.run", *shown])
+
+
+def run_at_revision(args, argv: list[str]) -> int:
+    """The whole benchmark from an export of --stack-rev (with today's bench/), so that "this
+    stack" is the stack of that commit; results and docs go where this checkout's would."""
+    import tempfile
+
+    commit = subprocess.run(["git", "rev-parse", "--short", f"{args.stack_rev}^{{commit}}"],
+                            cwd=ROOT, capture_output=True, text=True)
+    if commit.returncode != 0:
+        raise SystemExit(f"--stack-rev: no such commit: {args.stack_rev}")
+    revision = commit.stdout.strip()
+    export = Path(tempfile.mkdtemp(prefix=f"bench-{revision}-"))
+    try:
+        archive = subprocess.Popen(["git", "archive", revision], cwd=ROOT, stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(export)], stdin=archive.stdout, check=True)
+        if archive.wait() != 0:
+            raise SystemExit(f"git archive {revision} failed")
+        shutil.rmtree(export / "bench", ignore_errors=True)
+        shutil.copytree(ROOT / "bench", export / "bench",
+                        ignore=shutil.ignore_patterns("results", "__pycache__"))
+        (export / "node_modules").symlink_to(ROOT / "node_modules")
+        output = args.output or RESULTS_DIR / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{revision}.json"
+        rest, skip = [], False
+        for item in argv:
+            if skip or item == "--stack-rev":
+                skip = not skip and item == "--stack-rev"
+                continue
+            if not item.startswith("--stack-rev="):
+                rest.append(item)
+        progress(f"this stack at {revision}: running from an export of that commit")
+        return subprocess.run(
+            [sys.executable, "-m", "bench.run", *rest, "--docs", str(args.docs.resolve()),
+             "--output", str(output.resolve()), "--revision", revision], cwd=export).returncode
+    finally:
+        shutil.rmtree(export, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -284,7 +354,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="update <!-- bench:SECTION:begin --> instead of <!-- bench:begin -->")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
     parser.add_argument("--keep-logs", action="store_true", help="keep each system's run directory")
+    parser.add_argument("--stack-rev", help="measure this stack as of a commit (e.g. before a "
+                        "change): the whole run goes from an export of it, with today's bench/")
+    parser.add_argument("--revision", help=argparse.SUPPRESS)  # set by --stack-rev's run
     args = parser.parse_args(argv)
+    if args.stack_rev:
+        return run_at_revision(args, list(argv if argv is not None else sys.argv[1:]))
 
     names = [s for s in (args.scenarios or DEFAULT_SCENARIOS).split(",") if s]
     if args.rate is not None and not args.scenarios:
@@ -301,12 +376,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: `make bench` needs what is missing here:\n  " + "\n  ".join(missing),
               file=sys.stderr)
         return 2
-    raise_open_files(max(s["clients"] for s in scenarios))
+    raise_open_files(max(s["clients"] * (2 if s["kind"] == "fanout" else 1) for s in scenarios))
 
     started = datetime.now(UTC)
     doc: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
-        "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": shown_command(argv if argv is not None else sys.argv[1:], args.revision),
+        "stack_revision": args.revision or stack_revision(),
         "machine": machine_facts(), "generators": args.generators, "scenarios": [],
     }
     progress(f"{len(scenarios)} scenario(s) x {len(systems)} system(s); {doc['machine']['cores']} "
