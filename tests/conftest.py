@@ -20,8 +20,9 @@ from tests.support.stack import STACK_ENV, running_stack
 collect_ignore = ["compose"]
 
 TESTS = Path(__file__).parent
-# These tiers run against the native stack too, so they also carry `integration`.
-ALSO_INTEGRATION = {"browser", "loadtest"}
+# These tiers start the native stack too, so they also carry `integration`: `-m "not integration"`
+# leaves the unit tier.
+ALSO_INTEGRATION = {"browser", "loadtest", "bench"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
