@@ -27,9 +27,9 @@ def user_from_token(secret: str, token: object) -> str:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM],
                             options={"require": ["sub", "exp"]})
     except jwt.ExpiredSignatureError:
-        raise InvalidToken("token expired")
+        raise InvalidToken("token expired") from None
     except jwt.InvalidSignatureError:
-        raise InvalidToken("token signature is invalid")
+        raise InvalidToken("token signature is invalid") from None
     except jwt.InvalidTokenError as exc:
-        raise InvalidToken(f"token is invalid: {exc}")
+        raise InvalidToken(f"token is invalid: {exc}") from None
     return str(claims["sub"])

@@ -108,5 +108,6 @@ _SESSION_ROOM = re.compile(r"^\d{1,3}(\.\d{1,3}){3}\.\d{1,5}\.")
 
 
 def is_reserved_room(room: str) -> bool:
-    """A room that belongs to one connection (its sid) or one user: no client may join or close it."""
+    """A room that belongs to one connection (its sid) or one user: no client may join or close
+    it."""
     return room.startswith(user_room("")) or bool(_SESSION_ROOM.match(room))

@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     demo_login: bool | None = None
 
     # Worker and jobs.
-    job_retry_delays: Annotated[list[float], NoDecode] = [1.0, 5.0, 25.0]  # seconds; then dead-letter
+    # Seconds before each retry of a failed job; after the last one, the dead-letter queue.
+    job_retry_delays: Annotated[list[float], NoDecode] = [1.0, 5.0, 25.0]
     server_event_interval: float = Field(10.0, ge=0)  # the periodic broadcast; 0 switches it off
     health_host: str = "0.0.0.0"
     worker_health_port: int = Field(8001, ge=0, le=65535)  # /healthz, /readyz, /metrics; 0: off
@@ -121,7 +122,8 @@ class Settings(BaseSettings):
         try:
             socket.inet_aton(host)
         except OSError:
-            raise ValueError(f"REPLICA_ADDRESS must be IPv4:port, got {self.replica_address!r}")
+            raise ValueError(
+                f"REPLICA_ADDRESS must be IPv4:port, got {self.replica_address!r}") from None
         if not port.isdigit():
             raise ValueError(f"REPLICA_ADDRESS must be IPv4:port, got {self.replica_address!r}")
         if self.max_outgoing_bytes < self.max_message_bytes:
@@ -163,7 +165,8 @@ def warn_about_unknown_variables(environ: dict[str, str]) -> list[str]:
             continue
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
         if close:
-            warnings.append(f"environment variable {name} is not a setting; did you mean {close[0]}?")
+            warnings.append(
+                f"environment variable {name} is not a setting; did you mean {close[0]}?")
     for warning in warnings:
         log.warning(warning)
     return warnings

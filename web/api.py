@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from common.auth import issue_token
 from common.jobs import EnqueueFailed, Job, NotificationRequest, now_ms
-from web.extensions import current_job_queue, current_settings
 from web.errors import describe
+from web.extensions import current_job_queue, current_settings
 
 log = logging.getLogger(__name__)
 

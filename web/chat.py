@@ -8,8 +8,8 @@ from flask import request, session
 from flask_socketio import emit, join_room
 
 from common.contract import CHAT_NAMESPACE, ChatJoinPayload, ChatSayPayload, Event
-from web.extensions import current_settings, socketio
 from web.errors import BadRequest, report_error
+from web.extensions import current_settings, socketio
 from web.upstream import AnsweringNamespace
 
 
@@ -45,7 +45,8 @@ class ChatNamespace(AnsweringNamespace):
 
 
 # Guard the method names against the event contract: a renamed event must rename its handler.
-assert hasattr(ChatNamespace, f"on_{Event.CHAT_JOIN}") and hasattr(ChatNamespace, f"on_{Event.CHAT_SAY}")
+assert hasattr(ChatNamespace, f"on_{Event.CHAT_JOIN}")
+assert hasattr(ChatNamespace, f"on_{Event.CHAT_SAY}")
 
 socketio.on_namespace(ChatNamespace(CHAT_NAMESPACE))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from flask_socketio import SocketIO
 
@@ -48,7 +48,8 @@ class Drain:
         self.draining = True
         eio = self.sio.server.eio
         sids = list(eio.sockets)
-        log.info("draining: asking %d clients to reconnect elsewhere over %.1fs", len(sids), seconds)
+        log.info("draining: asking %d clients to reconnect elsewhere over %.1fs", len(sids),
+                 seconds)
         pause = seconds / len(sids) if sids else 0
         for sid in sids:
             socket = eio.sockets.get(sid)

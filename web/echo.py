@@ -8,8 +8,8 @@ from __future__ import annotations
 from numbers import Real
 
 from common.contract import ECHO_NAMESPACE, Event
-from web.extensions import socketio
 from web.errors import BadRequest
+from web.extensions import socketio
 
 
 def echo(*args):

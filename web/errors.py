@@ -26,7 +26,7 @@ def describe(exc: ValidationError) -> str:
 
 
 def report_error(exc: BaseException) -> dict:
-    """Tell the sender what went wrong (as the ack and as an `error_response` event) and log it once.
+    """Tell the sender what went wrong (as the ack and as an `error_response` event); log it once.
 
     Client mistakes are logged as one warning line; anything else is a bug and gets one traceback.
     """
@@ -44,7 +44,8 @@ def report_error(exc: BaseException) -> dict:
         log.exception("handler for %r on %s failed", event, request.namespace)
         message = "internal error"
     if isinstance(exc, (ValidationError, BadRequest, TypeError)):
-        log.warning("bad %r event from %s on %s: %s", event, request.sid, request.namespace, message)
+        log.warning("bad %r event from %s on %s: %s", event, request.sid, request.namespace,
+                    message)
     error = {"event": event, "error": message}
     emit(Event.ERROR_RESPONSE, error)
     return error

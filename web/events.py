@@ -22,19 +22,19 @@ from flask_socketio import (
 
 from common import metrics
 from common.auth import InvalidToken, user_from_token
-from common.jobs import Job
 from common.contract import (
     MAIN_NAMESPACE,
     DataPayload,
     Event,
     RoomDataPayload,
     RoomPayload,
-    is_reserved_room,
     StartJobPayload,
+    is_reserved_room,
     user_room,
 )
-from web.extensions import current_job_queue, current_settings, socketio
+from common.jobs import Job
 from web.errors import BadRequest, report_error
+from web.extensions import current_job_queue, current_settings, socketio
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def on_connect(auth=None):
         except InvalidToken as exc:
             log.info("refused connection %s: %s", request.sid, exc)
             metrics.CONNECTS.labels("refused").inc()
-            raise ConnectionRefusedError(str(exc))
+            raise ConnectionRefusedError(str(exc)) from None
         join_room(user_room(user_id))
     session["user_id"] = user_id
     metrics.CONNECTS.labels("accepted").inc()

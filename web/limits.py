@@ -8,13 +8,14 @@ logged. Where the libraries have no hook to apply a limit, web/upstream.py appli
 Every limit is a setting (common/settings.py), counted in `socketio_limit_exceeded_total{limit}`
 and logged once per offending connection (never once per packet):
 
-  origin           a handshake whose Origin is not allowed (CORS_ALLOWED_ORIGINS; empty: same origin)
+  origin           a handshake whose Origin is not allowed (CORS_ALLOWED_ORIGINS; empty: same
+                   origin)
                    -> 400, before a session exists
   message_size     a WebSocket message above MAX_MESSAGE_BYTES, refused at the frame header (and
                    across fragments) before its payload is read -> close code 1009; binary
                    attachments of one Socket.IO packet count together
   event_rate       more than EVENT_BURST messages at once or EVENT_RATE_PER_SECOND sustained
-                   -> disconnected (a CLOSE packet, so well-behaved clients do not reconnect at once)
+                   -> disconnected (a CLOSE packet: well-behaved clients do not reconnect at once)
   outgoing_buffer  more than MAX_OUTGOING_PACKETS / MAX_OUTGOING_BYTES queued for a client that
                    does not read -> its transport is dropped
   malformed        undecodable Engine.IO or Socket.IO packets -> dropped (polling: 400), one warning
@@ -29,7 +30,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from engineio import packet as eio_packet
 
@@ -92,7 +93,7 @@ def client_address(environ: dict) -> str:
 # -- Origins ---------------------------------------------------------------------------------------
 
 class OriginCheck:
-    """engine.io's `cors_allowed_origins` as a callable (a documented form), so refusals are counted.
+    """engine.io's `cors_allowed_origins` as a callable (a documented form): refusals are counted.
 
     An empty allow-list means same origin, decided exactly as engine.io does (scheme://Host, or the
     X-Forwarded-Proto/-Host that nginx sets, overwriting whatever a client sent). A request without
@@ -134,10 +135,10 @@ class OriginCheck:
         return origins
 
 
-# -- Per-connection limits ----------------------------------------------------------------------------
+# -- Per-connection limits -------------------------------------------------------------------------
 
 def engineio_frame_error(data) -> str | None:
-    """Why engine.io's Packet(encoded_packet=data) would raise on this WebSocket message, if it would.
+    """Why engine.io's Packet(encoded_packet=data) would raise on this WebSocket message, if so.
 
     Mirrors engine.io's decode: bytes always decode; text must be non-empty and start with a digit
     (the packet type) or 'b' followed by base64. Checked because engine.io decodes WebSocket

@@ -15,7 +15,8 @@ in seconds, naming this module to re-read:
     engineio.socket.Socket               rebound to LimitedSocket (Server._handle_connect builds
                                          each session through the module-level `socket.Socket`)
       receive(pkt) send(pkt) poll() handle_post_request(environ) _websocket_handler(ws)
-      close(wait, abort, reason); attributes queue, closing, closed, sid, server, upgraded
+      close(wait, abort, reason) schedule_ping() (and what _send_ping does, in ping_now);
+      attributes queue, closing, closed, sid, server, upgraded, connected, upgrading, last_ping
     engineio.server.Server.generate_id() overridden per instance (the session-id prefix)
   python-socketio 5.18.1
     socketio.Server._handle_eio_message(eio_sid, data)  wrapped per instance (message guard)
@@ -31,6 +32,9 @@ in seconds, naming this module to re-read:
       attributes stream, raw_read, raw_write, environ, handler, closed; Header.decode_header
     geventwebsocket.handler.WebSocketHandler.upgrade_websocket()  (ReplicaWebSocketHandler, the
                                          handler class of web/gunicorn_worker.py's ReplicaWorker)
+    engineio's WebSocket wrapper `_sock` (gevent-websocket's WebSocket) -> .handler.socket
+  gevent 26.9.0
+    gevent.pywsgi.WSGIHandler.__init__(sock, address, server, rfile=None)  (the read buffer)
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ import logging
 import os
 import socket as stdlib_socket
 import struct
+import threading
+import time
 
 import engineio.socket
 import flask_socketio
@@ -67,6 +73,7 @@ VERSIONS_READ = {
     "python-socketio": "5.18.1",
     "flask-socketio": "5.7.0",
     "gevent-websocket": "0.10.1",
+    "gevent": "26.9.0",
 }
 
 # Every library member the overrides below rely on, with the signature it had when read (None for
@@ -79,6 +86,8 @@ MEMBERS_READ = {
     "engineio.socket.Socket.handle_post_request": "(self, environ)",
     "engineio.socket.Socket._websocket_handler": "(self, ws)",
     "engineio.socket.Socket.close": "(self, wait=True, abort=False, reason=None)",
+    "engineio.socket.Socket.schedule_ping": "(self)",
+    "engineio.socket.Socket._send_ping": "(self)",
     "engineio.server.Server.generate_id": "(self)",
     "socketio.server.Server._handle_eio_message": "(self, eio_sid, data)",
     "flask_socketio.SocketIO._handle_event": "(self, handler, message, namespace, sid, *args)",
@@ -90,10 +99,12 @@ MEMBERS_READ = {
     "geventwebsocket.websocket.Header.decode_header": "(stream)",
     "geventwebsocket.handler.WebSocketHandler.upgrade_websocket": "(self)",
     "geventwebsocket.handler.WebSocket": None,
+    "gevent.pywsgi.WSGIHandler.__init__": "(self, sock, address, server, rfile=None)",
 }
 # Attributes of instances (not visible on the classes), found by building one in the test.
 INSTANCE_ATTRIBUTES_READ = {
-    "engineio.socket.Socket": ("queue", "closing", "closed", "sid", "server", "upgraded"),
+    "engineio.socket.Socket": ("queue", "closing", "closed", "sid", "server", "upgraded",
+                               "connected", "upgrading", "last_ping"),
     "socketio.server.Server": ("_binary_packet", "manager_initialized", "manager", "eio"),
 }
 
@@ -115,6 +126,7 @@ def client_limits_of(application) -> ClientLimits | None:
 def install_limits(sio_server, limits: ClientLimits) -> None:
     """Make this Socket.IO server's sessions and messages obey `limits`."""
     sio_server.eio.client_limits = limits
+    sio_server.eio.ping_scheduler = PingScheduler(sio_server.eio)
     handle = sio_server._handle_eio_message
     sio_server.eio.on("message", lambda eio_sid, data: _guarded_message(
         sio_server, limits, handle, eio_sid, data))
@@ -133,7 +145,7 @@ def start_client_manager(sio_server) -> None:
         sio_server.manager.initialize()
 
 
-# -- Flask-SocketIO ----------------------------------------------------------------------------------
+# -- Flask-SocketIO --------------------------------------------------------------------------------
 
 class ReplicaSocketIO(flask_socketio.SocketIO):
     """Flask-SocketIO with one place that sees every client event, for metrics."""
@@ -161,7 +173,7 @@ class AnsweringNamespace(flask_socketio.Namespace):
         raise NotImplementedError
 
 
-# -- python-socketio: undecodable messages ----------------------------------------------------------
+# -- python-socketio: undecodable messages ---------------------------------------------------------
 
 def _guarded_message(sio_server, limits: ClientLimits, handle, eio_sid: str, data) -> None:
     """Socket.IO packets that do not decode are dropped with one warning per connection.
@@ -264,8 +276,8 @@ class LimitedSocket(engineio.socket.Socket):
 
     def cut_slow_reader(self, packets: int, queued_bytes: int) -> None:
         self.dropping = True
-        self.limits.offence(OUTGOING_BUFFER, self.sid,
-                            f"{packets} packets, {queued_bytes} bytes waiting: not reading; dropped")
+        self.limits.offence(OUTGOING_BUFFER, self.sid, f"{packets} packets, {queued_bytes} bytes "
+                            "waiting: not reading; dropped")
         # Not here: send() runs inside someone else's emit; closing triggers handlers.
         self.server.start_background_task(self.drop_slow_reader)
 
@@ -352,6 +364,7 @@ class LimitedSocket(engineio.socket.Socket):
         for pkt in self.take_queued():
             writer.write(websocket_frame(pkt))
         self.writer = writer
+        self.queue = NO_QUEUE  # ~2.5 KB per connection that nothing reads any more
         if self.closed:
             writer.close_when_flushed(ws)
 
@@ -378,6 +391,20 @@ class LimitedSocket(engineio.socket.Socket):
         writer.wait_flushed(self.server.ping_timeout)
         return []
 
+    def schedule_ping(self):
+        scheduler = getattr(self.server, "ping_scheduler", None)
+        if scheduler is None:
+            return super().schedule_ping()
+        if self.last_ping:  # upstream's rule: one PING in flight at a time
+            self.last_ping = None
+            scheduler.schedule(self)
+
+    def ping_now(self) -> None:
+        """What upstream's `_send_ping` does after its sleep."""
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.send(eio_packet.Packet(eio_packet.PING))
+
     def take_queued(self) -> list:
         """Everything queued for this client, without blocking (a None ends the session)."""
         packets = []
@@ -398,6 +425,68 @@ class LimitedSocket(engineio.socket.Socket):
             websocket.abort()
 
 
+class _NoQueue:
+    """A session's queue once its direct writer owns the WebSocket: upstream still puts a None
+    in it on close (to wake a writer greenlet that no longer exists) and nothing else uses it
+    (polling requests of an upgraded session are answered NOOP without reading the queue)."""
+
+    def put(self, item) -> None:
+        pass
+
+    def qsize(self) -> int:
+        return 0
+
+    def join(self) -> None:
+        pass
+
+
+NO_QUEUE = _NoQueue()
+
+
+class PingScheduler:
+    """Sends each session's PING when it is due, from one greenlet per server.
+
+    Upstream spawns a greenlet per session for every ping cycle, which sleeps through the ping
+    interval holding its stack: about 6 KB per connection, and a spawn per client every 25 s.
+    Every wait is `ping_interval` long, so sessions become due in the order they were scheduled:
+    a deque is the whole timetable.
+    """
+
+    SLACK = 0.05  # PINGs due this close together go out in one wake-up
+
+    def __init__(self, server):
+        self.server = server
+        self.due: collections.deque[tuple[float, LimitedSocket]] = collections.deque()
+        self.lock = threading.Lock()
+        self.running = False
+
+    def schedule(self, session: LimitedSocket) -> None:
+        with self.lock:
+            self.due.append((time.monotonic() + self.server.ping_interval, session))
+            if self.running:
+                return
+            self.running = True
+        self.server.start_background_task(self.run)
+
+    def run(self) -> None:
+        while True:
+            with self.lock:
+                if not self.due:
+                    self.running = False
+                    return
+                wait = self.due[0][0] - time.monotonic()
+            if wait > 0:
+                self.server.sleep(wait)
+                continue
+            horizon = time.monotonic() + self.SLACK
+            while self.due and self.due[0][0] <= horizon:
+                _, session = self.due.popleft()
+                try:
+                    session.ping_now()
+                except Exception:  # one broken session must not stop everyone's pings
+                    log.exception("ping of %s failed", session.sid)
+
+
 class WebSocketWriter:
     """Writes one WebSocket client's frames from the greenlet that sends them.
 
@@ -413,7 +502,7 @@ class WebSocketWriter:
     def __init__(self, socket):
         self.socket = socket  # gevent's socket: its sendall() blocks only the flusher greenlet
         self.fileno = socket.fileno()
-        self.backlog: collections.deque[bytes] = collections.deque()
+        self.backlog: collections.deque[bytes] | None = None  # made when first needed: ~600 B
         self.pending_frames = 0
         self.pending_bytes = 0
         self.flusher: gevent.Greenlet | None = None
@@ -434,6 +523,8 @@ class WebSocketWriter:
             if written == len(frame):
                 return
             frame = frame[written:]
+            if self.backlog is None:
+                self.backlog = collections.deque()
             self.flusher = gevent.spawn(self.flush)
         self.backlog.append(frame)
         self.pending_frames += 1
@@ -597,6 +688,16 @@ class ReplicaWebSocketHandler(gws_handler.WebSocketHandler):
     origin check comes too late for WebSocket handshakes: its 400 goes nowhere and the foreign
     page holds an open socket.
     """
+
+    # gevent's default read buffer is 8 KB per connection, allocated up front and kept for the
+    # life of a WebSocket. A WebSocket reads a 2-byte header, then a payload of known length
+    # (read straight into its own buffer when larger); HTTP requests parse fine with less.
+    READ_BUFFER_BYTES = 1024
+
+    def __init__(self, sock, address, server, rfile=None):
+        if rfile is None:
+            rfile = sock.makefile("rb", self.READ_BUFFER_BYTES)
+        super().__init__(sock, address, server, rfile)
 
     def upgrade_websocket(self):
         limits = client_limits_of(self.application)
