@@ -361,6 +361,8 @@ class LimitedSocket(engineio.socket.Socket):
         # From now on packets go straight to the WebSocket; what was queued before goes first.
         # No greenlet switch happens between taking the queue and installing the writer.
         writer = WebSocketWriter(ws._sock.handler.socket)
+        if isinstance(ws._sock, CappedWebSocket):
+            ws._sock.writer = writer
         for pkt in self.take_queued():
             writer.write(websocket_frame(pkt))
         self.writer = writer
@@ -576,16 +578,18 @@ def websocket_frame(pkt) -> bytes:
         payload, opcode = encoded.encode(), 0x1
     else:
         payload, opcode = bytes(encoded), 0x2
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", 0x80 | opcode, length)
-    elif length < 1 << 16:
-        header = struct.pack("!BBH", 0x80 | opcode, 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 127, length)
-    frame = header + payload
+    frame = frame_header(opcode, len(payload)) + payload
     _last_frame = (pkt, frame)
     return frame
+
+
+def frame_header(opcode: int, length: int) -> bytes:
+    """The header of a final, unmasked (server-to-client) WebSocket frame."""
+    if length < 126:
+        return struct.pack("!BB", 0x80 | opcode, length)
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x80 | opcode, 126, length)
+    return struct.pack("!BBQ", 0x80 | opcode, 127, length)
 
 
 # -- gevent-websocket ---------------------------------------------------------------------------
@@ -605,7 +609,7 @@ class CappedWebSocket(WebSocket):
     message, before any payload is read; the connection is then closed with 1009.
     """
 
-    __slots__ = ("message_bytes",)
+    __slots__ = ("message_bytes", "writer")
 
     @property
     def limits(self) -> ClientLimits | None:
@@ -641,6 +645,20 @@ class CappedWebSocket(WebSocket):
         if header.mask:
             payload = unmask(payload, header.mask)
         return header, payload
+
+    def send_frame(self, message, opcode):
+        # Once the session writes directly (WebSocketWriter), the frames gevent-websocket writes
+        # itself (a PONG, the close frame) join the same ordered stream instead of cutting into
+        # a frame being written.
+        writer = getattr(self, "writer", None)
+        if writer is None:
+            return super().send_frame(message, opcode)
+        if self.closed:
+            raise WebSocketError("Socket is dead")
+        if isinstance(message, str):
+            message = message.encode()
+        writer.write(frame_header(opcode, len(message)) + bytes(message))
+        return None
 
     def receive(self):
         try:

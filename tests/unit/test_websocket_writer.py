@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import socket
 import struct
+from types import SimpleNamespace
 
 import gevent
 import gevent.socket
 import pytest
 from engineio import packet as eio_packet
+from geventwebsocket.websocket import WebSocket
 
-from web.upstream import WebSocketWriter, websocket_frame
+from web.upstream import CappedWebSocket, WebSocketWriter, websocket_frame
 
 
 def decode_frames(data: bytes) -> list[tuple[int, bytes]]:
@@ -137,3 +139,19 @@ def test_the_websocket_is_closed_after_what_was_written_before(pair):
     assert len(read_all(client, 100_000)) == 100_000
     writer.wait_flushed(5)
     assert closed == [0]
+
+
+def test_frames_gevent_websocket_writes_itself_queue_behind_the_backlog(pair):
+    server, client = pair
+    writer = WebSocketWriter(server)
+    unused_stream = SimpleNamespace(read=None, write=None)  # every write goes through the writer
+    websocket = CappedWebSocket({}, unused_stream, handler=None)
+    websocket.writer = writer
+    data = [b"d" * 3000 for _ in range(40)]
+    for frame in data:
+        writer.write(frame)
+    websocket.send_frame(b"pong", WebSocket.OPCODE_PONG)  # answering a client's PING
+    websocket.close(1000, "bye")
+    received = read_all(client, 120_000 + 6 + 7)
+    assert received[:120_000] == b"".join(data)
+    assert decode_frames(received[120_000:]) == [(0xA, b"pong"), (0x8, b"\x03\xe8bye")]
