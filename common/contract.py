@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from common.jobs import Target
+
 # Namespaces.
 MAIN_NAMESPACE = "/"
 CHAT_NAMESPACE = "/chat"
@@ -111,3 +113,32 @@ def is_reserved_room(room: str) -> bool:
     """A room that belongs to one connection (its sid) or one user: no client may join or close
     it."""
     return room.startswith(user_room("")) or bool(_SESSION_ROOM.match(room))
+
+
+# Event names Socket.IO itself uses on either side: never sent on behalf of an application (the
+# JavaScript client would treat a `disconnect` event as its own connection's).
+RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
+                             "newListener", "removeListener", "__disconnect_final"})
+
+# Namespaces the HTTP API may emit to (not the admin UI's).
+APP_NAMESPACES = (MAIN_NAMESPACE, CHAT_NAMESPACE, ECHO_NAMESPACE)
+EMIT_BATCH_MAX = 100  # messages in one POST /api/emit
+
+
+class EmitRequest(BaseModel):
+    """One message of POST /api/emit: `event` with `data` to everyone, a user or a room."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event: StrictStr = Field(min_length=1, max_length=100)
+    data: Any = None
+    to: Target = "all"
+    namespace: StrictStr = MAIN_NAMESPACE
+
+
+class DisconnectRequest(BaseModel):
+    """The body of POST /api/disconnect: every connection of this user, on every replica."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user: StrictStr = Field(min_length=1, max_length=200)

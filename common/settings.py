@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from common.contract import RESERVED_EVENTS, Event
+
 log = logging.getLogger(__name__)
 
 # Development defaults for the secrets: refused when APP_ENV=production.
@@ -86,6 +88,13 @@ class Settings(BaseSettings):
     # anyone, so it is on by default only in development.
     demo_login: bool | None = None
 
+    # HTTP API: the events POST /api/emit may send (Socket.IO's reserved names are refused).
+    api_emit_events: Annotated[list[str], NoDecode] = [Event.NOTIFICATION, Event.MY_RESPONSE]
+    # The Socket.IO Admin UI (/admin/ and the `/admin` namespace on every replica): off unless a
+    # password is set.
+    admin_ui_username: str = "admin"
+    admin_ui_password: SecretStr | None = None
+
     # Worker and jobs.
     # Seconds before each retry of a failed job; after the last one, the dead-letter queue.
     job_retry_delays: Annotated[list[float], NoDecode] = [1.0, 5.0, 25.0]
@@ -99,6 +108,21 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [float(delay) for delay in value.split(",") if delay.strip()]
         return value
+
+    @field_validator("api_emit_events", mode="before")
+    @classmethod
+    def _split_events(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [event.strip() for event in value.split(",") if event.strip()]
+        return value
+
+    @field_validator("api_emit_events")
+    @classmethod
+    def _no_reserved_events(cls, events: list[str]) -> list[str]:
+        reserved = sorted(set(events) & RESERVED_EVENTS)
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)}: reserved by Socket.IO, not emittable")
+        return events
 
     @field_validator("cors_allowed_origins", mode="before")
     @classmethod
@@ -144,12 +168,20 @@ class Settings(BaseSettings):
                     f"{name} must be set to a random value of at least {MIN_SECRET_LENGTH} "
                     "characters when APP_ENV=production"
                 )
+        admin_password = self.admin_ui_password.get_secret_value() if self.admin_ui_password else ""
+        if admin_password and len(admin_password) < MIN_SECRET_LENGTH:
+            raise ValueError(f"ADMIN_UI_PASSWORD must be at least {MIN_SECRET_LENGTH} characters "
+                             "when APP_ENV=production")
         if "guest:guest@" in self.amqp_url.get_secret_value():
             raise ValueError("AMQP_URL must not use the guest account when APP_ENV=production")
 
     @property
     def demo_login_enabled(self) -> bool:
         return self.app_env == "development" if self.demo_login is None else self.demo_login
+
+    @property
+    def admin_ui_enabled(self) -> bool:
+        return bool(self.admin_ui_password and self.admin_ui_password.get_secret_value())
 
     @property
     def replica_host(self) -> str:

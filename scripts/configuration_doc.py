@@ -29,7 +29,7 @@ ROWS: list[tuple[tuple[str, ...], str, str | None]] = [
     (("amqp_url",), "RabbitMQ. `make run` starts a private one when unset", None),
     (("secret_key",), "signs Flask sessions and the users' JWTs; ≥ 32 chars in production",
      "development placeholder"),
-    (("api_key",), "bearer key of `POST /api/notifications`; ≥ 32 chars in production",
+    (("api_key",), "bearer key of the HTTP API (`/api/...`); ≥ 32 chars in production",
      "development placeholder"),
     (("socketio_channel",), "the fan-out exchange; the same for every replica and the worker",
      None),
@@ -52,6 +52,10 @@ ROWS: list[tuple[tuple[str, ...], str, str | None]] = [
      "own IP:`WEB_PORT`"),
     (("demo_login",), "`POST /api/demo/token` hands out a token for any user name",
      "on in development"),
+    (("api_emit_events",), ("comma-separated events `POST /api/emit` may send; Socket.IO's "
+     "reserved names are refused"), None),
+    (("admin_ui_username", "admin_ui_password"), ("the Socket.IO Admin UI at `/admin/`: off "
+     "unless the password is set (≥ 32 chars in production)"), "`admin` / unset: off"),
     (("job_retry_delays",), "seconds before each retry of a failed job", None),
     (("server_event_interval",), ("seconds between periodic `server_event` broadcasts; `0` "
      "switches it off"), None),
