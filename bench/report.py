@@ -42,7 +42,8 @@ def percentile(histogram: list[tuple[float, int]], fraction: float) -> float | N
 
 
 def summarize(done: list[dict[str, Any]], samples: list[dict], window: list[float],
-              scenario: dict[str, Any], groups: dict[str, list[int]]) -> dict[str, Any]:
+              scenario: dict[str, Any], groups: dict[str, list[int]], *,
+              machine_samples: list[dict]) -> dict[str, Any]:
     """Delivery, latency and CPU per 1,000 deliveries of one system from its generators' reports."""
     expected = sum(d["expected"] for d in done)
     received = sum(d["received"] for d in done)
@@ -55,6 +56,9 @@ def summarize(done: list[dict[str, Any]], samples: list[dict], window: list[floa
     cpu = {group: procstats.cpu_between(samples, group, start, end)
            for group in (*SERVER_GROUPS, "generator") if group in groups or group == "generator"}
     server = sum(cpu.get(group) or 0.0 for group in SERVER_GROUPS)
+    machine = procstats.cpu_between(machine_samples, "machine", start, end)
+    # Everything else on the machine (other work, this runner): read with the latencies.
+    other = machine - server - (cpu.get("generator") or 0.0) if machine is not None else None
 
     def per_1000(seconds: float | None) -> float | None:
         return round(1000 * seconds / in_window, 4) if seconds is not None and in_window else None
@@ -82,6 +86,8 @@ def summarize(done: list[dict[str, Any]], samples: list[dict], window: list[floa
                          "nginx": per_1000(cpu.get("nginx")), "broker": per_1000(cpu.get("broker")),
                          "generator": per_1000(cpu.get("generator"))},
         "generator_cpu_seconds": round(sum(d["cpuSeconds"] for d in done), 2),
+        "other_cores": (round(max(0.0, other) / (end - start), 2)
+                        if other is not None and end > start else None),
     }
 
 
@@ -155,14 +161,15 @@ def fanout_table(scenario: dict[str, Any]) -> list[str]:
         "",
         ("| system | delivered | latency p50 / p90 / p99 / max (ms) | deliveries/s (window) "
          "| web CPU-s / 1k | server CPU-s / 1k | web CPU vs recipe | server CPU vs recipe "
-         "| p99 vs recipe | KiB / connection | generator CPU-s / 1k | load before → after |"),
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+         "| p99 vs recipe | KiB / connection | generator CPU-s / 1k | other CPU (cores) "
+         "| load before → after |"),
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for system in scenario["systems"]:
         title = SYSTEM_TITLE.get(system["system"], system["system"])
         if "error" in system:
             rows.append(f"| {title} | FAILED: {system['error'].splitlines()[0]} |"
-                        + " |" * 10)
+                        + " |" * 11)
             continue
         vs = system.get("vs_recipe", {})
         cpu = system["cpu_per_1000"]
@@ -172,7 +179,7 @@ def fanout_table(scenario: dict[str, Any]) -> list[str]:
             f"| {fmt(cpu['server'], 3)} | {times(vs.get('web_cpu'))} "
             f"| {times(vs.get('server_cpu'))} | {times(vs.get('p99'))} "
             f"| {fmt(system['memory_per_connection_kib'], 1)} | {fmt(cpu['generator'], 3)} "
-            f"| {load(system)} |")
+            f"| {fmt(system.get('other_cores'), 2)} | {load(system)} |")
     return rows
 
 
@@ -183,13 +190,13 @@ def idle_table(scenario: dict[str, Any]) -> list[str]:
         "",
         ("| system | connected (connect time) | KiB / connection | vs recipe | web RSS (MiB) "
          "| broadcast delivered | broadcast p50 / p90 / p99 / max (ms) | p99 vs recipe "
-         "| load before → after |"),
-        "| --- | --- | ---: | ---: | ---: | --- | --- | ---: | --- |",
+         "| other CPU (cores) | load before → after |"),
+        "| --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | --- |",
     ]
     for system in scenario["systems"]:
         title = SYSTEM_TITLE.get(system["system"], system["system"])
         if "error" in system:
-            rows.append(f"| {title} | FAILED: {system['error'].splitlines()[0]} |" + " |" * 7)
+            rows.append(f"| {title} | FAILED: {system['error'].splitlines()[0]} |" + " |" * 8)
             continue
         vs = system.get("vs_recipe", {})
         rows.append(
@@ -197,7 +204,7 @@ def idle_table(scenario: dict[str, Any]) -> list[str]:
             f"| {fmt(system['memory_per_connection_kib'], 1)} "
             f"| {times(vs.get('memory_per_connection'))} | {fmt(system['web_rss_mib'], 1)} "
             f"| {delivered(system)} | {latencies(system)} | {times(vs.get('p99'))} "
-            f"| {load(system)} |")
+            f"| {fmt(system.get('other_cores'), 2)} | {load(system)} |")
     return rows
 
 
@@ -228,8 +235,10 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append("")
     lines.append(
         "CPU-s / 1k: utime+stime per 1,000 deliveries received in the steady window; server = web "
-        "+ nginx + broker (RabbitMQ for this stack and the recipe, Redis for Node). KiB / "
-        "connection: RSS growth of the web processes over the connect phase, per client.")
+        "+ nginx + broker (RabbitMQ for this stack and the recipe, Redis for Node). Other CPU: "
+        "what the rest of the machine (other work, the runner) used meanwhile, of its "
+        f"{machine['cores']} cores. KiB / connection: RSS growth of the web processes over the "
+        "connect phase, per client.")
     return "\n".join(lines) + "\n"
 
 

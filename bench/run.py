@@ -127,6 +127,33 @@ def rss(pids: dict[str, list[int]], group: str) -> int:
     return sum(table[pid][2] for pid in procstats.descendants(pids.get(group, []), table))
 
 
+class MachineSampler(threading.Thread):
+    """The whole machine's busy CPU seconds from /proc/stat, every 0.5 s, in procstats' sample
+    format (group "machine"): what other processes used besides the measured ones."""
+
+    def __init__(self) -> None:
+        super().__init__(name="machine-cpu", daemon=True)
+        self.samples: list[dict[str, Any]] = []
+        self.stopping = threading.Event()
+
+    def sample(self) -> None:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+        busy = (user + nice + system + irq + softirq + steal) / procstats.TICKS
+        self.samples.append({"t": time.time(), "cpu": {"machine": busy}})
+
+    def run(self) -> None:
+        self.sample()
+        while not self.stopping.wait(0.5):
+            self.sample()
+
+    def stop(self) -> list[dict[str, Any]]:
+        self.stopping.set()
+        self.join(timeout=5)
+        self.sample()
+        return self.samples
+
+
 class Generator:
     """One bench/generator.mjs process; a thread reads its JSON lines so waits can time out."""
 
@@ -180,7 +207,7 @@ def measure(system_name: str, scenario: dict[str, Any], args) -> dict[str, Any]:
     started = time.monotonic()
     system.start()
     generators: list[Generator] = []
-    sampler = None
+    sampler, machine = None, None
     try:
         pids = groups(system)
         # idle: straight to the one web process. Through nginx each client costs it 2 sockets, and
@@ -209,6 +236,8 @@ def measure(system_name: str, scenario: dict[str, Any], args) -> dict[str, Any]:
                 generators[0].wait_for("warm", connect_deadline)
         sampler = procstats.Sampler({**pids, "generator": [g.pid for g in generators]},
                                     interval=0.5).start()
+        machine = MachineSampler()
+        machine.start()
         connected = [g.wait_for("connected", connect_deadline) for g in generators]
         result["connected"] = sum(c["connected"] for c in connected)
         result["connect_failed"] = sum(c["failed"] + c["pending"] for c in connected)
@@ -245,7 +274,11 @@ def measure(system_name: str, scenario: dict[str, Any], args) -> dict[str, Any]:
         done_deadline = time.monotonic() + (deadline_ms - now_ms) / 1000 + 30
         done = [g.wait_for("done", done_deadline) for g in generators]
         samples, sampler = sampler.stop(), None
-        result.update(report.summarize(done, samples, window, scenario, pids))
+        receipts = [d["lastReceipt"] for d in done if d["lastReceipt"]]
+        if scenario["kind"] == "idle" and receipts:  # the broadcast: send to last receipt
+            window = [window[0], max(window[0] + 1, *receipts)]
+        result.update(report.summarize(done, samples, window, scenario, pids,
+                                       machine_samples=machine.stop()))
         result["errors"] = report.merge_counts([result["errors"], *(d["errors"] for d in done)])
         progress(f"{label}: delivered {result['delivery_ratio']:.4f}, p50 "
                  f"{result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms; "
@@ -253,6 +286,8 @@ def measure(system_name: str, scenario: dict[str, Any], args) -> dict[str, Any]:
     finally:
         if sampler is not None:
             sampler.stop()
+        if machine is not None and machine.is_alive():
+            machine.stop()
         for generator in generators:
             generator.finish()
         system.stop()
