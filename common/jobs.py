@@ -5,6 +5,12 @@ which acknowledges a job only after it finished. A failed job goes to a retry qu
 messages expire back into the job queue (backoff without a timer in the worker); after the last
 retry, or at once for a message that can never succeed (a poison message), it is parked in the
 dead-letter queue with its error.
+
+With one broker node the queues are classic; when AMQP_URL lists several nodes (a cluster) the job,
+retry and dead-letter queues are quorum queues, replicated on every node, so a job survives the loss
+of any one of them (docs/deployment.md). The kind follows the URL list, so a single-node stack keeps
+exactly the queues it always declared (redeclaring a queue as another kind fails with
+PRECONDITION_FAILED).
 """
 
 from __future__ import annotations
@@ -19,11 +25,33 @@ from typing import Any, Literal
 import kombu
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+QueueKind = Literal["classic", "quorum"]
+
 JOBS_EXCHANGE = kombu.Exchange("jobs", type="direct", durable=True)
-JOBS_QUEUE = kombu.Queue("jobs", JOBS_EXCHANGE, routing_key="jobs", durable=True)
-DEAD_LETTER_QUEUE = kombu.Queue("jobs.dead", durable=True)
 # Declared exclusively by the worker that runs the scheduler: one scheduler at a time.
 SCHEDULER_LOCK_QUEUE = "jobs.scheduler-lock"
+
+
+def queue_kind(connection: kombu.Connection) -> QueueKind:
+    """Quorum queues when the connection fails over between several nodes, classic otherwise."""
+    return "quorum" if len(getattr(connection, "alt", None) or ()) > 1 else "classic"
+
+
+def _arguments(kind: QueueKind, **arguments: object) -> dict[str, object]:
+    return {**arguments, "x-queue-type": "quorum"} if kind == "quorum" else arguments
+
+
+def jobs_queue(kind: QueueKind = "classic") -> kombu.Queue:
+    return kombu.Queue("jobs", JOBS_EXCHANGE, routing_key="jobs", durable=True,
+                       queue_arguments=_arguments(kind) or None)
+
+
+def dead_letter_queue(kind: QueueKind = "classic") -> kombu.Queue:
+    return kombu.Queue("jobs.dead", durable=True, queue_arguments=_arguments(kind) or None)
+
+
+JOBS_QUEUE = jobs_queue()
+DEAD_LETTER_QUEUE = dead_letter_queue()
 
 
 class Job:
@@ -34,14 +62,14 @@ class Job:
     SERVER_EVENT = "server_event"
 
 
-def retry_queue(delay_seconds: float) -> kombu.Queue:
+def retry_queue(delay_seconds: float, kind: QueueKind = "classic") -> kombu.Queue:
     """A queue whose messages wait `delay_seconds`, then expire back into the job queue."""
     delay_ms = int(delay_seconds * 1000)
-    return kombu.Queue(f"jobs.retry.{delay_ms}ms", durable=True, queue_arguments={
-        "x-message-ttl": delay_ms,
-        "x-dead-letter-exchange": JOBS_EXCHANGE.name,
-        "x-dead-letter-routing-key": JOBS_QUEUE.routing_key,
-    })
+    return kombu.Queue(f"jobs.retry.{delay_ms}ms", durable=True, queue_arguments=_arguments(
+        kind,
+        **{"x-message-ttl": delay_ms,
+           "x-dead-letter-exchange": JOBS_EXCHANGE.name,
+           "x-dead-letter-routing-key": JOBS_QUEUE.routing_key}))
 
 
 # -- what to do with a job that failed -------------------------------------------------------
@@ -137,12 +165,18 @@ class JobQueue:
     """
 
     def __init__(self, amqp_url: str, connect_timeout: float = 0.4):
+        # With several nodes (a cluster), one connection attempt per node before giving up.
+        self._attempts = amqp_url.count(";") + 1
         # transport_options bound the implicit connect of Producer()/default_channel too.
         self._connection = kombu.Connection(amqp_url, connect_timeout=connect_timeout,
                                             transport_options={
-                                                "max_retries": 1, "interval_start": 0.1,
+                                                "max_retries": self._attempts,
+                                                "connect_retries_timeout":
+                                                    connect_timeout * self._attempts,
+                                                "interval_start": 0.1,
                                                 "interval_step": 0.2, "interval_max": 0.2})
         self._lock = threading.Lock()
+        self._queue = jobs_queue(queue_kind(self._connection))
 
     def enqueue(self, name: str, args: dict[str, Any], job_id: str | None = None) -> str:
         message = job_message(name, args, job_id)
@@ -150,10 +184,11 @@ class JobQueue:
             try:
                 producer = self._connection.Producer()
                 # One reconnection, quickly: a request handler waits at most about a second.
-                publish = self._connection.ensure(producer, producer.publish, max_retries=1,
+                publish = self._connection.ensure(producer, producer.publish,
+                                                  max_retries=self._attempts,
                                                   interval_start=0.1, interval_step=0.2)
                 publish(message, exchange=JOBS_EXCHANGE, routing_key=JOBS_QUEUE.routing_key,
-                        declare=[JOBS_QUEUE], serializer="json", delivery_mode="persistent")
+                        declare=[self._queue], serializer="json", delivery_mode="persistent")
             except Exception as exc:
                 self._connection.release()
                 raise EnqueueFailed(f"job queue unreachable: {exc}") from exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import random
 import socket
 from typing import Annotated, Literal
 
@@ -48,6 +49,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Broker. The channel is the fan-out exchange every replica and the worker share.
+    # A RabbitMQ cluster: every node's URL, separated by ';' (each process starts at a random one
+    # and fails over to the others; the job queues become quorum queues, see common/jobs.py).
     amqp_url: SecretStr = SecretStr(DEV_AMQP_URL)
     socketio_channel: str = "flask-socketio"
     # A replica's queue outlives a broker disconnection (nothing published meanwhile is lost)
@@ -124,6 +127,11 @@ class Settings(BaseSettings):
             raise ValueError(f"{', '.join(reserved)}: reserved by Socket.IO, not emittable")
         return events
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _spread_over_nodes(cls, value: SecretStr) -> SecretStr:
+        return SecretStr(spread_amqp_urls(value.get_secret_value()))
+
     @field_validator("cors_allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -186,6 +194,24 @@ class Settings(BaseSettings):
     @property
     def replica_host(self) -> str:
         return self.replica_address.rpartition(":")[0]
+
+
+def spread_amqp_urls(amqp_url: str, rng: random.Random | None = None) -> str:
+    """Check a ';'-separated list of broker URLs and rotate it to start at a random node.
+
+    Kombu connects to the first URL and fails over to the next ones in turn; starting each process
+    at a random node spreads the connections (and the replicas' listener queues) over a cluster.
+    One URL comes back unchanged.
+    """
+    if ";" not in amqp_url:
+        return amqp_url
+    urls = [url.strip() for url in amqp_url.split(";")]
+    for url in urls:
+        if "://" not in url:
+            shown = url.rpartition("@")[2] or "an empty entry"  # never echo a password
+            raise ValueError(f"AMQP_URL: each ';'-separated entry must be a URL, got {shown!r}")
+    start = (rng or random).randrange(len(urls))
+    return ";".join(urls[start:] + urls[:start])
 
 
 def warn_about_unknown_variables(environ: dict[str, str]) -> list[str]:

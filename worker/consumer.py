@@ -14,7 +14,15 @@ from kombu.mixins import ConsumerMixin
 from pydantic import ValidationError
 
 from common import metrics
-from common.jobs import DEAD_LETTER_QUEUE, JOBS_QUEUE, DeadLetter, decide, now_ms, retry_queue
+from common.jobs import (
+    DeadLetter,
+    dead_letter_queue,
+    decide,
+    jobs_queue,
+    now_ms,
+    queue_kind,
+    retry_queue,
+)
 from worker.jobs import JOBS, Emitter, JobContext
 
 log = logging.getLogger(__name__)
@@ -50,11 +58,34 @@ class FlushingEmitter(Emitter, Protocol):
         """Wait until everything emitted so far is on the broker; False if it took longer."""
 
 
+class JobCancelled(Exception):
+    """The job's broker connection was lost: its message goes to another worker, so stop here."""
+
+
+class CancellableEmitter:
+    """The emitter of one running job, cut off once the job's message is no longer ours.
+
+    When the connection that delivered a job drops (its broker node went away), RabbitMQ hands the
+    job to another worker. This worker's copy keeps running on its thread, but its next emit raises
+    JobCancelled, so the two copies do not both run to completion at once.
+    """
+
+    def __init__(self, emitter: Emitter):
+        self._emitter = emitter
+        self.cancelled = False
+
+    def emit(self, *args, **kwargs) -> None:
+        if self.cancelled:
+            raise JobCancelled("the job's broker connection was lost; another worker runs it")
+        self._emitter.emit(*args, **kwargs)
+
+
 @dataclass
 class RunningJob:
     job: dict
     message: kombu.Message
     future: Future
+    emitter: CancellableEmitter | None = None
 
 
 class JobConsumer(ConsumerMixin):
@@ -71,11 +102,14 @@ class JobConsumer(ConsumerMixin):
         self.consuming = False
         self.running: RunningJob | None = None
         self.stopping = False
+        kind = queue_kind(connection)
+        self.jobs_queue, self.dead_letter_queue = jobs_queue(kind), dead_letter_queue(kind)
+        self.queue_kind = kind
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
         self.consuming = True
-        log.info("consuming %s", JOBS_QUEUE.name)
+        log.info("consuming %s (%s queue)", self.jobs_queue.name, self.queue_kind)
 
     def on_connection_error(self, exc, interval):
         self.consuming = False
@@ -84,7 +118,7 @@ class JobConsumer(ConsumerMixin):
         log.error("job queue connection lost (%s); retrying in %.1fs", exc, interval)
 
     def get_consumers(self, Consumer, channel):
-        return [Consumer(queues=[JOBS_QUEUE], callbacks=[self.on_job], accept=["json"],
+        return [Consumer(queues=[self.jobs_queue], callbacks=[self.on_job], accept=["json"],
                          prefetch_count=1, on_decode_error=self.on_undecodable)]
 
     def on_job(self, body: Any, message: kombu.Message) -> None:
@@ -96,13 +130,14 @@ class JobConsumer(ConsumerMixin):
             self._dead_letter(message, body, f"poison message: {exc}", "poison")
             return
         attempt = job["attempt"]
-        context = JobContext(job_id=job["id"], attempt=attempt, emitter=self.emitter)
+        emitter = CancellableEmitter(self.emitter)
+        context = JobContext(job_id=job["id"], attempt=attempt, emitter=emitter)
         redelivered = " (redelivered)" if message.delivery_info.get("redelivered") else ""
         log.info("job %s %s attempt %d started%s", job["name"], job["id"], attempt, redelivered)
         # The job runs on its own thread so this one keeps the broker connection's heartbeats
         # going however long the job takes; prefetch 1 means no other job arrives meanwhile.
         self.running = RunningJob(job, message, self._runner.submit(self._run, function, context,
-                                                                    args, job["name"]))
+                                                                    args, job["name"]), emitter)
 
     def _run(self, function, context: JobContext, args, name: str) -> bool:
         """Run the job, then wait until its events are on the broker. False: not published."""
@@ -149,6 +184,8 @@ class JobConsumer(ConsumerMixin):
         if self.running is not None:
             log.warning("job %s %s outlived its broker connection; it will run again",
                         self.running.job["name"], self.running.job["id"])
+            if self.running.emitter is not None:
+                self.running.emitter.cancelled = True
             self.running = None
 
     def on_undecodable(self, message: kombu.Message, exc: Exception) -> None:
@@ -159,7 +196,8 @@ class JobConsumer(ConsumerMixin):
         if isinstance(decision, DeadLetter):
             self._dead_letter(message, job, decision.reason, "failed", job["name"])
             return
-        self._publish(message, {**job, "attempt": decision.attempt}, retry_queue(decision.delay))
+        self._publish(message, {**job, "attempt": decision.attempt},
+                      retry_queue(decision.delay, self.queue_kind))
         message.ack()
         metrics.JOBS.labels(job["name"], "retried").inc()
         log.warning("job %s %s attempt %d failed (%r); retrying in %.1fs",
@@ -170,10 +208,10 @@ class JobConsumer(ConsumerMixin):
         if isinstance(body, (bytes, bytearray)):
             body = body.decode("utf-8", errors="replace")
         self._publish(message, {"job": body, "error": error, "dead_at": now_ms()},
-                      DEAD_LETTER_QUEUE)
+                      self.dead_letter_queue)
         message.ack()
         metrics.JOBS.labels(job_name, outcome).inc()
-        log.error("job parked in %s: %s", DEAD_LETTER_QUEUE.name, error)
+        log.error("job parked in %s: %s", self.dead_letter_queue.name, error)
 
     def _publish(self, message: kombu.Message, body: Any, queue: kombu.Queue) -> None:
         # On the consuming channel, before the ack: a crash in between re-runs the job rather than
