@@ -14,6 +14,7 @@ this project's; loadtest/baseline/stack.py's `BASELINE` is the plain Flask-Socke
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -42,7 +43,8 @@ from scripts.supervisor import (
 __all__ = [  # what the tests, the load test and bench import from here
     "APP", "NGINX_DIR", "ROOT", "STOP_TIMEOUT", "MissingDependency", "Process", "Replica",
     "Service", "ServiceSet", "Stack", "StartupFailed", "Supervisor", "check_installed",
-    "free_port", "main", "nginx_binary", "nginx_service", "render", "wait_for_broker",
+    "free_port", "main", "nginx_binary", "nginx_service", "push_help", "render",
+    "wait_for_broker",
     "wait_for_http",
 ]
 
@@ -320,6 +322,44 @@ class Stack:
         return self.supervisor.failed()
 
 
+def push_help(stack: Stack) -> str:
+    """What `make run` prints once the stack is up: where everything is, and one ready line for
+    each way of pushing events from a backend (the README's "From your backend" shows them)."""
+    import shlex
+
+    from common.contract import Event
+    from common.settings import DEV_API_KEY
+
+    def setting(name: str, default: str) -> str:
+        return stack.extra_env.get(name) or os.environ.get(name) or default
+
+    api_url = f"{stack.url}/api"
+    api_key = setting("API_KEY", DEV_API_KEY)
+    channel = setting("SOCKETIO_CHANNEL", "flask-socketio")
+    body = json.dumps({"event": Event.MY_RESPONSE, "data": {"data": "hi from curl"},
+                       "to": "all"})
+    curl = (f"curl -sS -X POST {api_url}/emit -H {shlex.quote(f'Authorization: Bearer {api_key}')}"
+            f" -H 'Content-Type: application/json' -d {shlex.quote(body)}")
+    quoted = json.dumps  # a JSON string of plain ASCII is a Python string literal too
+    emitter = (f"from flask_socketio import SocketIO; SocketIO(message_queue="
+               f"{quoted(stack.amqp_url)}, channel={quoted(channel)}).emit("
+               f"{quoted(Event.MY_RESPONSE)}, {{\"data\": \"hi from Python\"}})")
+    python = f"{shlex.quote(sys.executable)} -c {shlex.quote(emitter)}"
+    exports = (f"export API_URL={api_url} API_KEY={shlex.quote(api_key)} "
+               f"AMQP_URL={shlex.quote(stack.amqp_url or '')}")
+    return "\n".join([
+        f"  Page:      {stack.url}/",
+        f"  API:       {api_url}  (API key: {api_key})",
+        f"  AMQP URL:  {stack.amqp_url}",
+        "",
+        "  Push an event to every open page:",
+        f"    {curl}",
+        f"    {python}",
+        "  For the README's examples (docs/events.md), in your shell:",
+        f"    {exports}",
+    ])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicas", type=int, default=3)
@@ -349,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         workers = f", {len(stack.worker_processes)} workers" if stack.worker_processes else ""
         broker = "private" if not args.amqp_url else "at --amqp-url"
         print(f"\n  The stack is up: {stack.url}  ({args.replicas} replicas{workers}, "
-              f"RabbitMQ {broker})\n  Ctrl-C stops it.\n", flush=True)
+              f"RabbitMQ {broker})\n{push_help(stack)}\n  Ctrl-C stops it.\n", flush=True)
         while not state["stopping"]:
             for process in stack.failed_processes():
                 print(f"{process.name} exited with {process.popen.returncode}", file=sys.stderr)

@@ -1,8 +1,11 @@
-"""`python -m worker` runs the worker; `python -m worker enqueue NAME '{json args}'` queues a job.
+"""`python -m worker` runs the worker; `python -m worker enqueue NAME '{json args}'` queues a job;
+`python -m worker dead list|show|requeue|purge` looks after the dead-letter queue.
 
 Examples:
-    python -m worker enqueue notify '{"to": "all", "data": {"text": "hello"}, "created_at": 0}'
+    python -m worker enqueue notify '{"to": "all", "data": {"text": "hello"}}'
     python -m worker enqueue long_task '{"room": "lobby", "steps": 5}'
+    python -m worker dead list
+    python -m worker dead requeue <id>      # or --all
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from common.broker import create_emitter
 from common.jobs import EnqueueFailed, Job, JobQueue, now_ms
 from common.logs import configure_logging
 from common.settings import Settings, load_settings
+from worker import deadletters
 from worker.consumer import JobConsumer, StopConsuming
 from worker.health import serve_health
 from worker.jobs import JOBS
@@ -89,11 +93,22 @@ def main(argv: list[str] | None = None) -> int:
     command = commands.add_parser("enqueue", help="queue a job and print its id")
     command.add_argument("name", help=", ".join(sorted(JOBS)))
     command.add_argument("args", nargs="?", default="{}", help="the job's arguments as JSON")
+    dead = commands.add_parser("dead", help="list, show, requeue or purge jobs.dead")
+    dead.add_argument("action", choices=["list", "show", "requeue", "purge"])
+    dead.add_argument("id", nargs="?", help="a dead letter's id, as `list` prints it")
+    dead.add_argument("--all", action="store_true", help="every dead letter")
     options = parser.parse_args(argv)
     settings = load_settings()
     configure_logging(settings, "worker")
     if options.command == "enqueue":
         return enqueue(settings, options.name, options.args)
+    if options.command == "dead":
+        try:
+            return deadletters.run(settings.amqp_url.get_secret_value(), options.action,
+                                   options.id, options.all)
+        except (OSError, kombu.exceptions.OperationalError) as exc:  # no traceback
+            print(f"RabbitMQ unreachable at AMQP_URL: {exc}", file=sys.stderr)
+            return 1
     run(settings)
     return 0
 
