@@ -29,7 +29,7 @@ import kombu
 import socketio
 from amqp.exceptions import NotFound
 
-from common import metrics
+from common import metrics, strict_json
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class QueueManager(socketio.KombuManager):
             url,
             channel=channel,
             write_only=write_only,
+            json=strict_json,  # the codec of every Socket.IO packet of the stack
             connection_options={
                 "heartbeat": limits.heartbeat_seconds,
                 "connect_timeout": limits.connect_timeout_seconds,

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
-from common import metrics
+from common import metrics, strict_json
 from common.broker import QueueManager, create_queue_manager
 from common.contract import session_id_prefix
 from common.jobs import JobQueue
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
     settings = settings or load_settings()
     upstream.apply()
     app = Flask(__name__)
+    app.json = StrictJSONProvider(app)
     app.config["SECRET_KEY"] = settings.secret_key.get_secret_value()
     app.config["SETTINGS"] = settings
     app.extensions["job_queue"] = job_queue or JobQueue(settings.amqp_url.get_secret_value())
@@ -61,6 +63,7 @@ def bind_socketio(app: Flask, settings: Settings, async_mode: str,
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         max_http_buffer_size=settings.max_message_bytes,
+        json=strict_json,  # no NaN/Infinity either way, UTF-8 unescaped (common/strict_json.py)
         logger=False,
         engineio_logger=False,
         **({"client_manager": queue_manager} if queue_manager is not None else {}),
@@ -75,6 +78,19 @@ def bind_socketio(app: Flask, settings: Settings, async_mode: str,
     upstream.prefix_session_ids(server.eio, session_id_prefix(settings.replica_address))
     eio = server.eio
     metrics.CONNECTED_CLIENTS.set_function(lambda: len(eio.sockets))
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """The HTTP API reads and writes JSON as strictly as Socket.IO does (common/strict_json.py):
+    a body with NaN is not JSON, so `request.get_json(silent=True)` gives None (a 400)."""
+
+    ensure_ascii = False
+
+    def loads(self, s, **kwargs):
+        return strict_json.loads(s, **kwargs)
+
+    def dumps(self, obj, **kwargs):
+        return super().dumps(obj, allow_nan=False, **kwargs)
 
 
 def add_drain(app: Flask) -> None:

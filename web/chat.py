@@ -7,7 +7,13 @@ import time
 from flask import request, session
 from flask_socketio import emit, join_room
 
-from common.contract import CHAT_NAMESPACE, ChatJoinPayload, ChatSayPayload, Event
+from common.contract import (
+    CHAT_NAMESPACE,
+    ChatJoinPayload,
+    ChatSayPayload,
+    Event,
+    is_reserved_room,
+)
 from web.errors import BadRequest, report_error
 from web.extensions import current_settings, socketio
 from web.upstream import AnsweringNamespace
@@ -21,6 +27,9 @@ class ChatNamespace(AnsweringNamespace):
 
     def on_join(self, payload):
         request = ChatJoinPayload.model_validate(payload)
+        if is_reserved_room(request.room):
+            raise BadRequest(f"room {request.room!r} belongs to a connection or a user and cannot "
+                             "be joined")
         session["chat_name"] = request.name
         session.setdefault("chat_rooms", set()).add(request.room)
         join_room(request.room)

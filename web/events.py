@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 
+from engineio import Server as EngineIOServer
 from flask import request, session
 from flask_socketio import (
     ConnectionRefusedError,
@@ -66,9 +67,15 @@ def on_connect(auth=None):
     emit(Event.MY_RESPONSE, {"data": "Connected", "count": 0})
 
 
+# The reasons python-socketio gives; anything else is counted as "other", so no text from outside
+# ever becomes a metric label.
+DISCONNECT_REASONS = frozenset(value for name, value in vars(EngineIOServer.reason).items()
+                               if name.isupper())
+
+
 @socketio.on("disconnect")
 def on_disconnect(reason=None):
-    metrics.DISCONNECTS.labels(str(reason or "unknown")).inc()
+    metrics.DISCONNECTS.labels(reason if reason in DISCONNECT_REASONS else "other").inc()
 
 
 @socketio.on(Event.MESSAGE)
@@ -120,6 +127,10 @@ def on_close_room(payload):
 @socketio.on(Event.MY_ROOM_EVENT)
 def on_my_room_event(payload):
     message = RoomDataPayload.model_validate(payload)
+    if message.room.startswith(user_room("")):
+        # A user's room carries what the backend sends that user (notifications, job progress);
+        # a client writing there could pose as the backend. A sid room is a direct message.
+        raise BadRequest(f"room {message.room!r} belongs to a user: only the backend sends there")
     emit(Event.MY_RESPONSE, {"data": message.data, "count": _next_count()}, to=message.room)
 
 

@@ -44,6 +44,12 @@ MESSAGE_SIZE = "message_size"
 EVENT_RATE = "event_rate"
 OUTGOING_BUFFER = "outgoing_buffer"
 MALFORMED = "malformed"
+EVENT_NAME = "event_name"
+
+# A client event must be named like an application's event: not like one Socket.IO itself uses
+# (python-socketio would run the connect or disconnect handler with the client's arguments), not
+# the catch-all handler's "*", and short (a name is logged and echoed in the error answer).
+MAX_EVENT_NAME_CHARS = 100
 
 
 class TokenBucket:
@@ -163,6 +169,18 @@ def engineio_frame_error(data) -> str | None:
             eio_packet.Packet(encoded_packet=data)
         except (ValueError, RecursionError) as exc:
             return f"undecodable: {type(exc).__name__}"
+    return None
+
+
+def event_name_problem(data, reserved: frozenset[str]) -> str | None:
+    """Why a client's EVENT packet (its data: [name, *args]) may not reach a handler, if so."""
+    name = data[0] if isinstance(data, list) and data else None
+    if not isinstance(name, str):
+        return "an event needs a name"
+    if len(name) > MAX_EVENT_NAME_CHARS:
+        return f"event names are at most {MAX_EVENT_NAME_CHARS} characters"
+    if name in reserved or name == "*":
+        return f"{name!r} is reserved for Socket.IO itself"
     return None
 
 

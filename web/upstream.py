@@ -20,6 +20,8 @@ in seconds, naming this module to re-read:
     engineio.server.Server.generate_id() overridden per instance (the session-id prefix)
   python-socketio 5.18.1
     socketio.Server._handle_eio_message(eio_sid, data)  wrapped per instance (message guard)
+    socketio.Server._handle_event(eio_sid, namespace, id, data)  wrapped per instance (event names)
+    socketio.Server._send_packet(eio_sid, pkt)  to answer a refused event's ack
     socketio.Server._binary_packet       binary packets waiting for their attachments
     socketio.Server.manager_initialized  set to start the client manager with the replica
   Flask-SocketIO 5.7.0
@@ -28,7 +30,8 @@ in seconds, naming this module to re-read:
   gevent-websocket 0.10.1
     geventwebsocket.handler.WebSocket    rebound to CappedWebSocket (the handler instantiates the
                                          module-level name for every upgrade)
-      read_frame() receive() close(code, message) send_frame(message, opcode);
+      read_frame() receive() close(code, message) send_frame(message, opcode)
+      validate_utf8(payload) (skipped: read_message() decodes strictly);
       attributes stream, raw_read, raw_write, environ, handler, closed; Header.decode_header
     geventwebsocket.handler.WebSocketHandler.upgrade_websocket()  (ReplicaWebSocketHandler, the
                                          handler class of web/gunicorn_worker.py's ReplicaWorker)
@@ -55,14 +58,19 @@ from engineio import packet as eio_packet
 from geventwebsocket import handler as gws_handler
 from geventwebsocket.exceptions import ProtocolError
 from geventwebsocket.websocket import Header, WebSocket, WebSocketError
+from socketio import packet as socketio_packet
 
 from common import metrics
+from common.contract import RESERVED_EVENTS, Event
 from web.limits import (
+    EVENT_NAME,
     EVENT_RATE,
+    MAX_EVENT_NAME_CHARS,
     MESSAGE_SIZE,
     OUTGOING_BUFFER,
     ClientLimits,
     engineio_frame_error,
+    event_name_problem,
     packet_size,
 )
 
@@ -90,6 +98,10 @@ MEMBERS_READ = {
     "engineio.socket.Socket._send_ping": "(self)",
     "engineio.server.Server.generate_id": "(self)",
     "socketio.server.Server._handle_eio_message": "(self, eio_sid, data)",
+    "socketio.server.Server._handle_event": "(self, eio_sid, namespace, id, data)",
+    "socketio.server.Server._send_packet": "(self, eio_sid, pkt)",
+    "geventwebsocket.websocket.WebSocket.validate_utf8": "(self, payload)",
+    "geventwebsocket.websocket.WebSocket.read_message": "(self)",
     "flask_socketio.SocketIO._handle_event": "(self, handler, message, namespace, sid, *args)",
     "flask_socketio.Namespace.trigger_event": "(self, event, *args)",
     "geventwebsocket.websocket.WebSocket.read_frame": "(self)",
@@ -130,6 +142,7 @@ def install_limits(sio_server, limits: ClientLimits) -> None:
     handle = sio_server._handle_eio_message
     sio_server.eio.on("message", lambda eio_sid, data: _guarded_message(
         sio_server, limits, handle, eio_sid, data))
+    sio_server._handle_event = EventNameCheck(sio_server, limits)
 
 
 def prefix_session_ids(eio_server, prefix: str) -> None:
@@ -209,6 +222,33 @@ def _guarded_message(sio_server, limits: ClientLimits, handle, eio_sid: str, dat
         # message for one.
         waiting_for_attachments.pop(eio_sid, None)
         limits.malformed(eio_sid, "socket.io", "binary packet without attachments")
+
+
+class EventNameCheck:
+    """Stands in for the server's `_handle_event`: a client EVENT reaches its handler only if its
+    name may be used (web/limits.py); otherwise the sender gets the error as the ack (if it asked
+    for one) and as an error_response."""
+
+    def __init__(self, sio_server, limits: ClientLimits):
+        self.server = sio_server
+        self.limits = limits
+        self.handle_event = sio_server._handle_event
+
+    def __call__(self, eio_sid: str, namespace, ack_id, data) -> None:
+        problem = event_name_problem(data, RESERVED_EVENTS)
+        if problem is None:
+            return self.handle_event(eio_sid, namespace, ack_id, data)
+        self.limits.offence(EVENT_NAME, eio_sid, f"{problem}; refused")
+        name = data[0] if isinstance(data, list) and data and isinstance(data[0], str) else None
+        error = {"event": name[:MAX_EVENT_NAME_CHARS] if name else None, "error": problem}
+        namespace = namespace or "/"
+        if ack_id is not None:
+            self.server._send_packet(eio_sid, self.server.packet_class(
+                socketio_packet.ACK, namespace=namespace, data=[error], id=ack_id))
+        sid = self.server.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is not None:
+            self.server.emit(Event.ERROR_RESPONSE, error, to=sid, namespace=namespace)
+        return None
 
 
 # -- python-engineio: one session ---------------------------------------------------------------
@@ -645,6 +685,14 @@ class CappedWebSocket(WebSocket):
         if header.mask:
             payload = unmask(payload, header.mask)
         return header, payload
+
+    def validate_utf8(self, payload):
+        # Upstream checks every text frame, then the whole message, with a pure-Python validator
+        # (about 0.37 ms of CPU per KB without the wsaccel accelerator): a client within its rate
+        # limit could take the replica's CPU with large messages. `read_message()` decodes the
+        # whole message with bytes.decode('utf-8') anyway, strict and in C, and closes with 1007
+        # on invalid UTF-8; the message size is capped before any payload is read.
+        pass
 
     def send_frame(self, message, opcode):
         # Once the session writes directly (WebSocketWriter), the frames gevent-websocket writes

@@ -25,7 +25,7 @@ from tests.support.clients import (
     on_distinct_replicas,
     with_marker,
 )
-from tests.support.stack import STACK_ENV
+from tests.support.stack import STACK_ENV, api_headers
 from tests.support.waiting import wait_until
 
 TRANSPORTS = [pytest.param(["websocket"], id="websocket"),
@@ -111,10 +111,18 @@ def test_user_room_reaches_every_connection_of_the_user(stack, clients, unique):
                   if c.replica not in {tab.replica for tab in tabs})
     assert {tab.info()["user"] for tab in tabs} == {f"user-{unique}"}
 
-    sender.sio.emit(Event.MY_ROOM_EVENT, {"room": user_room(f"user-{unique}"), "data": "hi you"})
+    # Only the backend sends to a user's room (here: the notifications API, through the worker);
+    # a client that tries is refused.
+    refused = sender.sio.call(Event.MY_ROOM_EVENT, {"room": user_room(f"user-{unique}"),
+                                                    "data": "posing as the bank"}, timeout=5)
+    assert "only the backend" in refused["error"]
+    posted = requests.post(f"{stack.url}/api/notifications", headers=api_headers(), timeout=10,
+                           json={"to": {"user": f"user-{unique}"}, "data": {"text": "hi you"}})
+    assert posted.status_code == 202
 
     for tab in tabs:
-        tab.wait_for(Event.MY_RESPONSE, data_is("hi you"))
+        tab.wait_for(Event.NOTIFICATION, lambda n: n["id"] == posted.json()["id"])
+        assert not [r for r in tab.events(Event.MY_RESPONSE) if data_is("posing as the bank")(r)]
 
 
 def test_invalid_token_is_refused_through_nginx(stack, unique):

@@ -26,7 +26,9 @@ FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    # Only what JSON can carry: a client's NaN or Infinity never decodes (common/strict_json.py).
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4)
     | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12)
@@ -170,3 +172,23 @@ def test_token_bucket_allows_the_burst_then_the_rate():
     assert not bucket.take(now=0.0)
     assert bucket.take(now=0.1) and not bucket.take(now=0.1)
     assert sum(bucket.take(now=10.0) for _ in range(20)) == 5  # refills up to the burst only
+
+
+@given(text=st.text(max_size=300))
+def test_text_messages_decode_as_utf8_without_the_python_validator(text):
+    payload = text.encode("utf-8", "surrogatepass")
+    ws = _websocket(_frame(0x1, len(payload), payload=payload), 4000)
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:  # lone surrogates: not UTF-8; the connection closes with 1007
+        assert ws.receive() is None and ws.closed
+    else:
+        assert ws.receive() == text
+
+
+def test_invalid_utf8_split_over_fragments_closes_with_1007():
+    stream = _Stream(_frame(0x1, 2, fin=False, payload=b"\xc3\xa9"[:1] + b"a")
+                     + _frame(0x0, 1, payload=b"\xa9"))
+    ws = _websocket(b"", 4000, stream)
+    assert ws.receive() is None and ws.closed
+    assert struct.unpack("!H", stream.written.getvalue()[2:4])[0] == 1007

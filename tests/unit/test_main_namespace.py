@@ -7,6 +7,7 @@ import pytest
 from common.auth import issue_token
 from common.contract import MAIN_NAMESPACE, Event, user_room
 from tests.support.app import SECRET, SID_PREFIX, errors_for, only
+from web.extensions import socketio
 
 CONNECTED = {"data": "Connected", "count": 0}
 
@@ -36,8 +37,21 @@ def test_valid_token_names_the_user_and_joins_the_user_room(connect):
 
     assert alice.is_connected()
     assert alice.emit(Event.SERVER_INFO, callback=True)["user"] == "alice"
-    other.emit(Event.MY_ROOM_EVENT, {"room": user_room("alice"), "data": "for alice"})
-    assert only(alice.events(Event.MY_RESPONSE))["data"] == "for alice"
+    socketio.emit(Event.NOTIFICATION, {"data": "for alice"}, to=user_room("alice"))
+    assert only(alice.events(Event.NOTIFICATION))["data"] == "for alice"
+    assert other.events(Event.NOTIFICATION) == []
+
+
+def test_a_client_cannot_send_to_a_users_room(connect):
+    alice = connect(auth={"token": issue_token(SECRET, "alice")})
+    mallory = connect()
+    alice.get_received()
+
+    ack = mallory.emit(Event.MY_ROOM_EVENT, {"room": user_room("alice"), "data": "from bank"},
+                       callback=True)
+
+    assert ack["event"] == Event.MY_ROOM_EVENT and "only the backend" in ack["error"]
+    assert alice.events(Event.MY_RESPONSE) == []
 
 
 def test_auth_without_token_is_anonymous(connect):
