@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 
 from common.contract import CHAT_NAMESPACE, ECHO_NAMESPACE, MAIN_NAMESPACE, Event
-from web.extensions import socketio
+from web.extensions import current_settings, socketio
 
 blueprint = Blueprint("page", __name__)
 
@@ -31,8 +31,21 @@ def page_config() -> dict:
         "events": event_names(),
         "namespaces": {"main": MAIN_NAMESPACE, "chat": CHAT_NAMESPACE, "echo": ECHO_NAMESPACE},
         "urls": {"demo_token": DEMO_TOKEN_URL},
+        "demo_login": demo_login_state(),
         "async_mode": socketio.async_mode,
     }
+
+
+def demo_login_state() -> dict:
+    """Whether the page's sign-in works here, and if not, why (shown on the page)."""
+    settings = current_settings()
+    if settings.demo_login_enabled:
+        return {"enabled": True, "reason": ""}
+    why = ("APP_ENV=production" if settings.app_env == "production" and settings.demo_login is None
+           else "DEMO_LOGIN=false")
+    return {"enabled": False, "reason": (
+        f"this server hands out no demo tokens ({why}). Set DEMO_LOGIN=true to try it; it lets "
+        "anyone sign in as anyone.")}
 
 
 @blueprint.get("/")

@@ -121,6 +121,7 @@
     refreshServerInfo();
     log("connect", "connected to the main namespace");
     socket.emit(EVENT.MY_EVENT, { data: "I'm connected!" });
+    rejoinRooms();
   });
 
   socket.on("disconnect", (reason) => {
@@ -176,6 +177,15 @@
     socket.connect();
   }
 
+  /** Why sign-in is unavailable, on the page (not only in the log), and its form disabled. */
+  function signInUnavailable(reason) {
+    byId("identity-state").textContent = "Sign-in is unavailable: " + reason;
+    byId("identity-state").dataset.state = "unavailable";
+    for (const control of byId("identity-form").elements) control.disabled = true;
+  }
+
+  if (!config.demo_login.enabled) signInUnavailable(config.demo_login.reason);
+
   onSubmit("identity-form", async (data) => {
     const user = data.get("user").trim();
     if (!user) return;
@@ -187,9 +197,13 @@
       });
       const body = await response.json().catch(() => ({}));
       if (!response.ok || typeof body.token !== "string") {
-        log("identity", "no token for " + user + ": " + (body.error || "HTTP " + response.status));
+        const reason = body.error || "HTTP " + response.status;
+        log("identity", "no token for " + user + ": " + reason);
+        if (response.status === 403) signInUnavailable(reason);
+        else byId("identity-state").textContent = "Sign-in failed: " + reason;
         return;
       }
+      byId("identity-state").textContent = "Signed in as " + user + ".";
       log("identity", "signed in as " + user + "; reconnecting with the token");
       reconnectWith({ token: body.token });
     } catch (error) {
@@ -199,13 +213,16 @@
 
   byId("sign-out-button").addEventListener("click", () => {
     log("identity", "signed out; reconnecting anonymously");
+    byId("identity-state").textContent = "Signed out.";
     reconnectWith({});
   });
 
   // -- the example app's events ----------------------------------------------------------------
 
   socket.on(EVENT.MY_RESPONSE, (msg, ack) => {
-    log(EVENT.MY_RESPONSE, "#" + msg.count + ": " + describe(msg.data));
+    // Events pushed from a backend (POST /api/emit) may carry no count.
+    const count = typeof msg.count === "number" ? "#" + msg.count + ": " : "";
+    log(EVENT.MY_RESPONSE, count + describe(msg.data));
     if (ack) ack(); // disconnect_request waits for this before it disconnects us
   });
 
@@ -223,9 +240,44 @@
 
   onSubmit("echo-form", (data) => socket.emit(EVENT.MY_EVENT, { data: data.get("data") }));
   onSubmit("broadcast-form", (data) => socket.emit(EVENT.MY_BROADCAST_EVENT, { data: data.get("data") }));
-  onSubmit("join-room-form", (data) => socket.emit(EVENT.JOIN, { room: data.get("room") }));
-  onSubmit("leave-room-form", (data) => socket.emit(EVENT.LEAVE, { room: data.get("room") }));
-  onSubmit("close-room-form", (data) => socket.emit(EVENT.CLOSE_ROOM, { room: data.get("room") }));
+  // -- rooms: joined again after every reconnection --------------------------------------------
+
+  // The rooms this page joined. A reconnection (a lost network, a replica that died or drained,
+  // signing in or out) is a new session on the server, in none of them: the page joins them
+  // again on every connect. The server restores only the user's own room, from the token.
+  const joinedRooms = new Set();
+
+  function showRooms() {
+    byId("joined-rooms").textContent = joinedRooms.size ? [...joinedRooms].join(", ") : "none";
+  }
+
+  function joinRoom(room) {
+    request(socket, EVENT.JOIN, { room: room }, () => {
+      joinedRooms.add(room);
+      showRooms();
+    });
+  }
+
+  function forgetRoom(room) {
+    joinedRooms.delete(room);
+    showRooms();
+  }
+
+  function rejoinRooms() {
+    if (!joinedRooms.size) return;
+    log("rooms", "joining again: " + [...joinedRooms].join(", "));
+    for (const room of joinedRooms) joinRoom(room);
+  }
+
+  onSubmit("join-room-form", (data) => joinRoom(data.get("room")));
+  onSubmit("leave-room-form", (data) => {
+    forgetRoom(data.get("room"));
+    socket.emit(EVENT.LEAVE, { room: data.get("room") });
+  });
+  onSubmit("close-room-form", (data) => {
+    forgetRoom(data.get("room"));
+    socket.emit(EVENT.CLOSE_ROOM, { room: data.get("room") });
+  });
   onSubmit("room-message-form", (data) =>
     socket.emit(EVENT.MY_ROOM_EVENT, { room: data.get("room"), data: data.get("data") }));
 
