@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     # What may wait to be sent to one client that does not read; beyond either, it is dropped.
     max_outgoing_packets: int = Field(10_000, ge=16)
     max_outgoing_bytes: int = Field(8_000_000, ge=1024)
+    # State a client can make a replica keep: rooms it joined itself (per namespace), and
+    # server-to-client calls waiting for its acknowledgement (the oldest is forgotten beyond the
+    # count, any is forgotten after the timeout; a late answer is then ignored).
+    max_rooms_per_connection: int = Field(50, ge=1)
+    max_pending_acks: int = Field(100, ge=1)
+    ack_timeout_seconds: float = Field(60.0, gt=0)
 
     # Demo login: POST /api/demo/token issues a token for any user name. Anyone can then act as
     # anyone, so it is on by default only in development.

@@ -15,6 +15,7 @@ from common.contract import (
     is_reserved_room,
 )
 from web.errors import BadRequest, report_error
+from web.events import refuse_too_many_rooms
 from web.extensions import current_settings, socketio
 from web.upstream import AnsweringNamespace
 
@@ -30,6 +31,7 @@ class ChatNamespace(AnsweringNamespace):
         if is_reserved_room(request.room):
             raise BadRequest(f"room {request.room!r} belongs to a connection or a user and cannot "
                              "be joined")
+        refuse_too_many_rooms(request.room, namespace=self.namespace)
         session["chat_name"] = request.name
         session.setdefault("chat_rooms", set()).add(request.room)
         join_room(request.room)

@@ -35,7 +35,7 @@ from common.contract import (
 )
 from common.jobs import Job
 from web.errors import BadRequest, report_error
-from web.extensions import current_job_queue, current_settings, socketio
+from web.extensions import current_client_limits, current_job_queue, current_settings, socketio
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,16 @@ def on_join(payload):
     room = RoomPayload.model_validate(payload).room
     if is_reserved_room(room):
         raise BadRequest(f"room {room!r} belongs to a connection or a user and cannot be joined")
+    refuse_too_many_rooms(room)
     join_room(room)
     emit(Event.MY_RESPONSE, {"data": "In rooms: " + ", ".join(rooms()), "count": _next_count()})
+
+
+def refuse_too_many_rooms(room: str, namespace: str | None = None) -> None:
+    """Each room a connection joins costs every replica a little; their number is capped."""
+    joined = [r for r in rooms(namespace=namespace) if not is_reserved_room(r)]
+    if room not in joined and not current_client_limits().may_join(request.sid, len(joined)):
+        raise BadRequest(f"at most {len(joined)} rooms per connection; leave one first")
 
 
 @socketio.on(Event.LEAVE)

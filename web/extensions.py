@@ -12,6 +12,7 @@ from common.broker import QueueManager
 from common.jobs import JobQueue
 from common.settings import Settings
 from web.drain import Drain
+from web.limits import ClientLimits
 from web.upstream import ReplicaSocketIO
 
 socketio = ReplicaSocketIO()
@@ -23,6 +24,10 @@ def current_settings() -> Settings:
 
 def current_drain() -> Drain:
     return current_app.extensions["drain"]
+
+
+def current_client_limits() -> ClientLimits:
+    return current_app.extensions["client_limits"]
 
 
 def current_job_queue() -> JobQueue:

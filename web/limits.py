@@ -20,6 +20,11 @@ and logged once per offending connection (never once per packet):
                    does not read -> its transport is dropped
   malformed        undecodable Engine.IO or Socket.IO packets -> dropped (polling: 400), one warning
                    line per connection; `socketio_packets_dropped_total` counts each packet
+  event_name       an event named like Socket.IO's own (connect, disconnect, ...), "*", or longer
+                   than 100 characters -> refused before any handler runs
+  rooms            joining more than MAX_ROOMS_PER_CONNECTION rooms (per namespace) -> refused
+  pending_acks     more than MAX_PENDING_ACKS server-to-client calls awaiting this client's answer
+                   -> the oldest forgotten; any is forgotten after ACK_TIMEOUT_SECONDS
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ EVENT_RATE = "event_rate"
 OUTGOING_BUFFER = "outgoing_buffer"
 MALFORMED = "malformed"
 EVENT_NAME = "event_name"
+ROOMS = "rooms"
+PENDING_ACKS = "pending_acks"
 
 # A client event must be named like an application's event: not like one Socket.IO itself uses
 # (python-socketio would run the connect or disconnect handler with the client's arguments), not
@@ -204,12 +211,22 @@ class ClientLimits:
         self.max_message_bytes = settings.max_message_bytes
         self.max_outgoing_packets = settings.max_outgoing_packets
         self.max_outgoing_bytes = settings.max_outgoing_bytes
+        self.max_rooms = settings.max_rooms_per_connection
+        self.max_pending_acks = settings.max_pending_acks
+        self.ack_timeout = settings.ack_timeout_seconds
         self.origin_check = origin_check
         self.environ_of = environ_of
         self.logged = OnceEach()
 
     def event_bucket(self) -> TokenBucket:
         return TokenBucket(self.event_rate, self.event_burst)
+
+    def may_join(self, sid: str, joined: int) -> bool:
+        """Whether a connection that joined `joined` rooms itself may join one more."""
+        if joined < self.max_rooms:
+            return True
+        self.offence(ROOMS, sid, f"already in {joined} rooms; refused another")
+        return False
 
     def outgoing_exceeded(self, packets: int, queued_bytes: int) -> bool:
         return packets >= self.max_outgoing_packets or queued_bytes > self.max_outgoing_bytes

@@ -22,6 +22,8 @@ in seconds, naming this module to re-read:
     socketio.Server._handle_eio_message(eio_sid, data)  wrapped per instance (message guard)
     socketio.Server._handle_event(eio_sid, namespace, id, data)  wrapped per instance (event names)
     socketio.Server._send_packet(eio_sid, pkt)  to answer a refused event's ack
+    socketio.base_manager.BaseManager._generate_ack_id(sid, callback)  wrapped per instance;
+      attribute callbacks ({sid: {0: counter, id: callback}})
     socketio.Server._binary_packet       binary packets waiting for their attachments
     socketio.Server.manager_initialized  set to start the client manager with the replica
   Flask-SocketIO 5.7.0
@@ -68,6 +70,7 @@ from web.limits import (
     MAX_EVENT_NAME_CHARS,
     MESSAGE_SIZE,
     OUTGOING_BUFFER,
+    PENDING_ACKS,
     ClientLimits,
     engineio_frame_error,
     event_name_problem,
@@ -100,6 +103,7 @@ MEMBERS_READ = {
     "socketio.server.Server._handle_eio_message": "(self, eio_sid, data)",
     "socketio.server.Server._handle_event": "(self, eio_sid, namespace, id, data)",
     "socketio.server.Server._send_packet": "(self, eio_sid, pkt)",
+    "socketio.base_manager.BaseManager._generate_ack_id": "(self, sid, callback)",
     "geventwebsocket.websocket.WebSocket.validate_utf8": "(self, payload)",
     "geventwebsocket.websocket.WebSocket.read_message": "(self)",
     "flask_socketio.SocketIO._handle_event": "(self, handler, message, namespace, sid, *args)",
@@ -118,6 +122,7 @@ INSTANCE_ATTRIBUTES_READ = {
     "engineio.socket.Socket": ("queue", "closing", "closed", "sid", "server", "upgraded",
                                "connected", "upgrading", "last_ping"),
     "socketio.server.Server": ("_binary_packet", "manager_initialized", "manager", "eio"),
+    "socketio.base_manager.BaseManager": ("callbacks",),
 }
 
 CLOSE_MESSAGE_TOO_BIG = 1009  # RFC 6455 7.4.1
@@ -143,6 +148,8 @@ def install_limits(sio_server, limits: ClientLimits) -> None:
     sio_server.eio.on("message", lambda eio_sid, data: _guarded_message(
         sio_server, limits, handle, eio_sid, data))
     sio_server._handle_event = EventNameCheck(sio_server, limits)
+    manager = sio_server.manager
+    manager._generate_ack_id = BoundedAcks(manager, limits)
 
 
 def prefix_session_ids(eio_server, prefix: str) -> None:
@@ -249,6 +256,45 @@ class EventNameCheck:
         if sid is not None:
             self.server.emit(Event.ERROR_RESPONSE, error, to=sid, namespace=namespace)
         return None
+
+
+class BoundedAcks:
+    """Stands in for the client manager's `_generate_ack_id`: upstream keeps the callback of a
+    server-to-client call (and whatever it holds) until the client answers, which a hostile
+    client never does. Here a connection has at most MAX_PENDING_ACKS waiting, each for at most
+    ACK_TIMEOUT_SECONDS; a late answer then finds nothing and is ignored (upstream's rule)."""
+
+    def __init__(self, manager, limits: ClientLimits):
+        self.manager = manager
+        self.limits = limits
+        self.generate = manager._generate_ack_id
+
+    def __call__(self, sid: str, callback) -> int:
+        ack_id = self.generate(sid, PendingAck(callback))
+        pending = self.manager.callbacks[sid]  # {0: the id counter, id: callback, ...}, in order
+        if len(pending) <= 2:
+            return ack_id
+        horizon = time.monotonic() - self.limits.ack_timeout
+        waiting = [key for key in pending if key]
+        expired = [key for key in waiting if pending[key].issued < horizon]
+        excess = waiting[:max(0, len(waiting) - self.limits.max_pending_acks)]
+        for key in set(expired) | set(excess):
+            del pending[key]
+        if excess:
+            self.limits.offence(PENDING_ACKS, sid, f"{len(waiting)} calls unanswered; forgot the "
+                                f"oldest {len(excess)}")
+        return ack_id
+
+
+class PendingAck:
+    __slots__ = ("callback", "issued")
+
+    def __init__(self, callback):
+        self.callback = callback
+        self.issued = time.monotonic()
+
+    def __call__(self, *args):
+        return self.callback(*args)
 
 
 # -- python-engineio: one session ---------------------------------------------------------------

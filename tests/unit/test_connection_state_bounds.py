@@ -1,0 +1,88 @@
+"""Per-connection state a client can make a replica keep has a bound: rooms it joins, and
+server-to-client calls waiting for its answer."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from socketio import packet
+
+from common.contract import CHAT_NAMESPACE, Event
+from tests.support.app import TestClient, unit_settings
+from tests.support.metrics import local_metric
+from web.app import create_app
+from web.extensions import socketio
+
+
+@pytest.fixture
+def small_app():
+    return create_app(unit_settings(max_rooms_per_connection=3, max_pending_acks=2),
+                      async_mode="threading", use_message_queue=False)
+
+
+def accepted(ack) -> bool:
+    return not (isinstance(ack, dict) and "error" in ack)
+
+
+def answer(client: TestClient, ack_id: int, reply: str) -> None:
+    ack = packet.Packet(packet.ACK, data=[reply], namespace="/", id=ack_id)
+    socketio.server._handle_eio_message(client.eio_sid, ack.encode())
+
+
+def test_rooms_per_connection_are_capped_and_leaving_frees_a_place(small_app):
+    client = TestClient(small_app, socketio)
+    before = local_metric("socketio_limit_exceeded_total", 'limit="rooms"')
+    for room in ("a", "b", "c"):
+        assert accepted(client.emit(Event.JOIN, {"room": room}, callback=True))
+    refused = client.emit(Event.JOIN, {"room": "d"}, callback=True)
+    assert "at most 3 rooms" in refused["error"]
+    assert local_metric("socketio_limit_exceeded_total", 'limit="rooms"') == before + 1
+    assert accepted(client.emit(Event.JOIN, {"room": "a"}, callback=True))  # already in: fine
+    client.emit(Event.LEAVE, {"room": "a"})
+    assert accepted(client.emit(Event.JOIN, {"room": "d"}, callback=True))
+    client.disconnect()
+
+
+def test_chat_rooms_are_capped_too(small_app):
+    client = TestClient(small_app, socketio, namespace=CHAT_NAMESPACE)
+    for room in ("a", "b", "c"):
+        client.emit(Event.CHAT_JOIN, {"room": room}, namespace=CHAT_NAMESPACE, callback=True)
+    refused = client.emit(Event.CHAT_JOIN, {"room": "d"}, namespace=CHAT_NAMESPACE, callback=True)
+    assert "at most 3 rooms" in refused["error"]
+    client.disconnect(namespace=CHAT_NAMESPACE)
+
+
+def test_unanswered_calls_beyond_the_cap_are_forgotten_oldest_first(small_app):
+    client = TestClient(small_app, socketio)
+    for question in ("q1", "q2", "q3"):
+        client.emit(Event.ASK_CLIENT, {"data": question})
+    asked = [pkt.id for pkt in client.packets
+             if pkt.packet_type == packet.EVENT and pkt.data[0] == Event.CLIENT_QUESTION]
+    assert len(asked) == 3
+    client.get_received()
+
+    answer(client, asked[0], "too late")  # forgotten: nothing happens
+    assert client.events(Event.MY_RESPONSE) == []
+    answer(client, asked[2], "in time")
+    [[response]] = client.events(Event.MY_RESPONSE)
+    assert response["data"] == {"question": "q3", "answer": "in time"}
+    client.disconnect()
+
+
+def test_unanswered_calls_expire(small_app, monkeypatch):
+    client = TestClient(small_app, socketio)
+    client.emit(Event.ASK_CLIENT, {"data": "old"})
+    clock = time.monotonic() + 61  # past ACK_TIMEOUT_SECONDS (60)
+    monkeypatch.setattr("web.upstream.time.monotonic", lambda: clock)
+    client.emit(Event.ASK_CLIENT, {"data": "new"})  # a new call sweeps the expired one
+    client.emit(Event.ASK_CLIENT, {"data": "newer"})
+    asked = [pkt.id for pkt in client.packets
+             if pkt.packet_type == packet.EVENT and pkt.data[0] == Event.CLIENT_QUESTION]
+    client.get_received()
+    answer(client, asked[0], "late")
+    assert client.events(Event.MY_RESPONSE) == []
+    answer(client, asked[1], "fine")
+    [[response]] = client.events(Event.MY_RESPONSE)
+    assert response["data"]["question"] == "new"
+    client.disconnect()
