@@ -171,11 +171,15 @@ def on_ask_client(payload):
 
 @socketio.on(Event.START_JOB)
 def on_start_job(payload=None):
-    """Start a `long_task`; its progress goes to this user's connections (or this one alone)."""
+    """Start a `long_task` (signed-in users only); its progress goes to the user's connections."""
     steps = StartJobPayload.model_validate(payload or {}).steps
     user_id = session.get("user_id")
-    room = user_room(user_id) if user_id else request.sid
-    job_id = current_job_queue().enqueue(Job.LONG_TASK, {"room": room, "steps": steps})
+    if not user_id:
+        # The worker's queue is shared with the backend's notifications: anonymous clients
+        # could otherwise fill it and hold those up behind their jobs.
+        raise BadRequest("sign in to start a job")
+    job_id = current_job_queue().enqueue(Job.LONG_TASK, {"room": user_room(user_id),
+                                                         "steps": steps})
     return {"job_id": job_id}
 
 

@@ -106,9 +106,16 @@ def test_signed_in_tab_gets_its_user_notifications(open_tab, stack, api_headers,
     signed_in.screenshot("notified")
 
 
-def test_job_progress_bar_reaches_100_percent(open_tab):
+def test_job_progress_bar_reaches_100_percent(open_tab, unique):
     tab = open_tab("jobs")
     page = tab.page
+    # Jobs are for signed-in users: an anonymous click is answered with the reason.
+    page.get_by_role("button", name="Start a job").click()
+    expect(page.locator("#log")).to_contain_text("sign in to start a job",
+                                                 timeout=EVENT_TIMEOUT_MS)
+    page.get_by_label("User name").fill(f"jobs-{unique}")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#user")).to_have_text(f"jobs-{unique}", timeout=EVENT_TIMEOUT_MS)
     page.get_by_label("Steps").fill("4")
     page.get_by_role("button", name="Start a job").click()
     expect(page.locator("#job-status")).to_contain_text("Job ", timeout=EVENT_TIMEOUT_MS)

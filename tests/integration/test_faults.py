@@ -22,7 +22,7 @@ from scripts.stack import Stack
 from tests.support.clients import RecordingClient
 from tests.support.faultproxy import FaultProxy
 from tests.support.metrics import replica_metric
-from tests.support.stack import STACK_ENV, running_stack
+from tests.support.stack import STACK_ENV, running_stack, user_auth
 from tests.support.waiting import wait_until
 
 QUEUE_EXPIRY_SECONDS = 6
@@ -138,7 +138,7 @@ def test_broker_outage(faulty, clients, unique, outage_seconds):
 
 
 def test_jobs_survive_a_broker_restart(faulty, clients):
-    client = RecordingClient(faulty.url).connect()
+    client = RecordingClient(faulty.url, auth=user_auth("fay-broker-restart")).connect()
     clients.append(client)
     job_id = client.sio.call(Event.START_JOB, {"steps": 6}, timeout=10)["job_id"]
     client.wait_for(Event.JOB_PROGRESS, lambda p: p["job_id"] == job_id, timeout=15)

@@ -12,17 +12,12 @@ import kombu
 import pytest
 import requests
 
-from common.auth import issue_token
 from common.contract import Event
 from common.jobs import DEAD_LETTER_QUEUE, JOBS_EXCHANGE, JOBS_QUEUE, Job, JobQueue, now_ms
 from scripts.stack import ROOT
 from tests.support.clients import RecordingClient, on_distinct_replicas
-from tests.support.stack import STACK_ENV, api_headers
+from tests.support.stack import STACK_ENV, api_headers, user_auth
 from tests.support.waiting import wait_until
-
-
-def user_auth(user: str) -> dict[str, str]:
-    return {"token": issue_token(STACK_ENV["SECRET_KEY"], user)}
 
 
 def post_notification(stack, body: dict, headers: dict | None = None) -> requests.Response:
@@ -92,8 +87,9 @@ def test_room_notification_reaches_room_members_only(stack, clients, unique):
     assert notification_id not in [n["id"] for n in outsider.events(Event.NOTIFICATION)]
 
 
-def test_long_task_progress_arrives_in_order(stack, clients):
-    client = RecordingClient(stack.url, transports=["polling"]).connect()
+def test_long_task_progress_arrives_in_order(stack, clients, unique):
+    client = RecordingClient(stack.url, transports=["polling"],
+                             auth=user_auth(f"dan-{unique}")).connect()
     clients.append(client)
     job_id = client.sio.call(Event.START_JOB, {"steps": 5}, timeout=10)["job_id"]
     done = client.wait_for(Event.JOB_DONE, lambda d: d["job_id"] == job_id, timeout=30)
@@ -143,8 +139,8 @@ def stack_env(stack) -> dict[str, str]:
     return {**os.environ, **STACK_ENV, "AMQP_URL": stack.amqp_url}
 
 
-def test_worker_killed_mid_job_the_job_still_completes_once(stack, clients):
-    client = RecordingClient(stack.url).connect()
+def test_worker_killed_mid_job_the_job_still_completes_once(stack, clients, unique):
+    client = RecordingClient(stack.url, auth=user_auth(f"erin-{unique}")).connect()
     clients.append(client)
     job_id = client.sio.call(Event.START_JOB, {"steps": 8}, timeout=10)["job_id"]
     client.wait_for(Event.JOB_PROGRESS, lambda p: p["job_id"] == job_id and p["step"] >= 2,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from common.auth import issue_token
 from scripts.stack import MissingDependency, Stack, StartupFailed, free_port
 
 # The environment of every test stack: known secrets (the tests sign tokens and call the API with
@@ -22,6 +23,11 @@ STACK_ENV = {
     "JOB_RETRY_DELAYS": "0.2,0.5",
     "SERVER_EVENT_INTERVAL": "2",
 }
+
+
+def user_auth(user: str) -> dict[str, str]:
+    """Socket.IO auth of a signed-in user (a token the stack's SECRET_KEY signs)."""
+    return {"token": issue_token(STACK_ENV["SECRET_KEY"], user)}
 
 
 def api_headers(key: str = STACK_ENV["API_KEY"]) -> dict[str, str]:

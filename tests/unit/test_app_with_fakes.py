@@ -40,28 +40,31 @@ def app_with(jobs):
                       use_message_queue=False, job_queue=jobs)
 
 
-def test_start_job_enqueues_a_long_task_for_this_connection(app_with, jobs):
+def test_anonymous_clients_cannot_start_jobs(app_with, jobs):
     client = TestClient(app_with, socketio)
     answer = client.emit(Event.START_JOB, {"steps": 3}, callback=True)
-    [(name, args, job_id)] = jobs.enqueued
-    assert answer == {"job_id": job_id}
-    info = client.emit(Event.SERVER_INFO, callback=True)
-    assert name == Job.LONG_TASK and args == {"room": info["sid"], "steps": 3}
+    assert answer == {"event": Event.START_JOB, "error": "sign in to start a job"}
+    assert jobs.enqueued == []
     client.disconnect()
 
 
+def signed_in(app) -> TestClient:
+    token = app.test_client().post("/api/demo/token", json={"user": "ada"}).get_json()["token"]
+    return TestClient(app, socketio, auth={"token": token})
+
+
 def test_start_job_of_a_signed_in_user_reports_to_the_users_room(app_with, jobs):
-    token = app_with.test_client().post("/api/demo/token", json={"user": "ada"}).get_json()["token"]
-    client = TestClient(app_with, socketio, auth={"token": token})
-    client.emit(Event.START_JOB, {}, callback=True)
-    [(_, args, _)] = jobs.enqueued
-    assert args == {"room": user_room("ada"), "steps": 10}
+    client = signed_in(app_with)
+    answer = client.emit(Event.START_JOB, {}, callback=True)
+    [(name, args, job_id)] = jobs.enqueued
+    assert answer == {"job_id": job_id}
+    assert name == Job.LONG_TASK and args == {"room": user_room("ada"), "steps": 10}
     client.disconnect()
 
 
 def test_start_job_while_the_queue_is_down_answers_an_error(app_with, jobs):
     jobs.fail = True
-    client = TestClient(app_with, socketio)
+    client = signed_in(app_with)
     answer = client.emit(Event.START_JOB, {"steps": 2}, callback=True)
     assert answer == {"event": Event.START_JOB,
                       "error": "the job queue is unavailable; try again shortly"}
