@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -153,59 +153,69 @@ def delivered(system: dict[str, Any]) -> str:
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
-def fanout_table(scenario: dict[str, Any]) -> list[str]:
-    rows = [
-        (f"#### {scenario['name']}: {scenario['clients']:,} clients x {scenario['rate']:g} "
-         f"broadcasts/s ({scenario['clients'] * scenario['rate']:,.0f} deliveries/s), "
-         f"{scenario['duration']:g} s, {scenario['replicas']} web processes each"),
-        "",
-        ("| system | delivered | latency p50 / p90 / p99 / max (ms) | deliveries/s (window) "
-         "| web CPU-s / 1k | server CPU-s / 1k | web CPU vs recipe | server CPU vs recipe "
-         "| p99 vs recipe | KiB / connection | generator CPU-s / 1k | other CPU (cores) "
-         "| load before → after |"),
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
+def vs_recipe(key: str) -> Callable[[dict[str, Any]], str]:
+    return lambda system: times(system.get("vs_recipe", {}).get(key))
+
+
+def per_1000(group: str) -> Callable[[dict[str, Any]], str]:
+    return lambda system: fmt(system["cpu_per_1000"][group], 3)
+
+
+def field(key: str, digits: int = 0) -> Callable[[dict[str, Any]], str]:
+    return lambda system: fmt(system.get(key), digits)
+
+
+# (header, alignment, cell) per column after the system's name
+FANOUT_COLUMNS = [
+    ("delivered", "---", delivered),
+    ("latency p50 / p90 / p99 / max (ms)", "---", latencies),
+    ("deliveries/s (window)", "---:", field("deliveries_per_second")),
+    ("web CPU-s / 1k", "---:", per_1000("web")),
+    ("server CPU-s / 1k", "---:", per_1000("server")),
+    ("web CPU vs recipe", "---:", vs_recipe("web_cpu")),
+    ("server CPU vs recipe", "---:", vs_recipe("server_cpu")),
+    ("p99 vs recipe", "---:", vs_recipe("p99")),
+    ("KiB / connection", "---:", field("memory_per_connection_kib", 1)),
+    ("generator CPU-s / 1k", "---:", per_1000("generator")),
+    ("other CPU (cores)", "---:", field("other_cores", 2)),
+    ("load before → after", "---", load),
+]
+IDLE_COLUMNS = [
+    ("connected (connect time)", "---",
+     lambda system: f"{system['connected']:,} ({system['connect_seconds']:g} s)"),
+    ("KiB / connection", "---:", field("memory_per_connection_kib", 1)),
+    ("vs recipe", "---:", vs_recipe("memory_per_connection")),
+    ("web RSS (MiB)", "---:", field("web_rss_mib", 1)),
+    ("broadcast delivered", "---", delivered),
+    ("broadcast p50 / p90 / p99 / max (ms)", "---", latencies),
+    ("p99 vs recipe", "---:", vs_recipe("p99")),
+    ("other CPU (cores)", "---:", field("other_cores", 2)),
+    ("load before → after", "---", load),
+]
+
+
+def table(heading: str, columns: list, scenario: dict[str, Any]) -> list[str]:
+    rows = [heading, "", "| system | " + " | ".join(header for header, _, _ in columns) + " |",
+            "| --- | " + " | ".join(align for _, align, _ in columns) + " |"]
     for system in scenario["systems"]:
-        title = SYSTEM_TITLE.get(system["system"], system["system"])
         if "error" in system:
-            rows.append(f"| {title} | FAILED: {system['error'].splitlines()[0]} |"
-                        + " |" * 11)
-            continue
-        vs = system.get("vs_recipe", {})
-        cpu = system["cpu_per_1000"]
-        rows.append(
-            f"| {title} | {delivered(system)} | {latencies(system)} "
-            f"| {fmt(system['deliveries_per_second'])} | {fmt(cpu['web'], 3)} "
-            f"| {fmt(cpu['server'], 3)} | {times(vs.get('web_cpu'))} "
-            f"| {times(vs.get('server_cpu'))} | {times(vs.get('p99'))} "
-            f"| {fmt(system['memory_per_connection_kib'], 1)} | {fmt(cpu['generator'], 3)} "
-            f"| {fmt(system.get('other_cores'), 2)} | {load(system)} |")
+            cells = [f"FAILED: {system['error'].splitlines()[0]}"] + [""] * (len(columns) - 1)
+        else:
+            cells = [cell(system) for _, _, cell in columns]
+        title = SYSTEM_TITLE.get(system["system"], system["system"])
+        rows.append(f"| {title} | " + " | ".join(cells) + " |")
     return rows
 
 
-def idle_table(scenario: dict[str, Any]) -> list[str]:
-    rows = [
-        (f"#### {scenario['name']}: {scenario['clients']:,} idle WebSocket clients connected "
-         "straight to one web process (no nginx), then one broadcast to all"),
-        "",
-        ("| system | connected (connect time) | KiB / connection | vs recipe | web RSS (MiB) "
-         "| broadcast delivered | broadcast p50 / p90 / p99 / max (ms) | p99 vs recipe "
-         "| other CPU (cores) | load before → after |"),
-        "| --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | --- |",
-    ]
-    for system in scenario["systems"]:
-        title = SYSTEM_TITLE.get(system["system"], system["system"])
-        if "error" in system:
-            rows.append(f"| {title} | FAILED: {system['error'].splitlines()[0]} |" + " |" * 8)
-            continue
-        vs = system.get("vs_recipe", {})
-        rows.append(
-            f"| {title} | {system['connected']:,} ({system['connect_seconds']:g} s) "
-            f"| {fmt(system['memory_per_connection_kib'], 1)} "
-            f"| {times(vs.get('memory_per_connection'))} | {fmt(system['web_rss_mib'], 1)} "
-            f"| {delivered(system)} | {latencies(system)} | {times(vs.get('p99'))} "
-            f"| {fmt(system.get('other_cores'), 2)} | {load(system)} |")
-    return rows
+def scenario_table(scenario: dict[str, Any]) -> list[str]:
+    if scenario["kind"] == "idle":
+        return table(f"#### {scenario['name']}: {scenario['clients']:,} idle WebSocket clients "
+                     "connected straight to one web process (no nginx), then one broadcast to all",
+                     IDLE_COLUMNS, scenario)
+    return table(f"#### {scenario['name']}: {scenario['clients']:,} clients x "
+                 f"{scenario['rate']:g} broadcasts/s ({scenario['clients'] * scenario['rate']:,.0f}"
+                 f" deliveries/s), {scenario['duration']:g} s, {scenario['replicas']} web "
+                 "processes each", FANOUT_COLUMNS, scenario)
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -226,7 +236,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
     ]
     for scenario in doc["scenarios"]:
-        lines += fanout_table(scenario) if scenario["kind"] == "fanout" else idle_table(scenario)
+        lines += scenario_table(scenario)
         problems = [f"{SYSTEM_TITLE.get(s['system'], s['system'])}: "
                     + ", ".join(f"{k} ({v})" for k, v in sorted(s["errors"].items()))
                     for s in scenario["systems"] if s.get("errors")]
