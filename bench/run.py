@@ -230,7 +230,7 @@ def measure(system_name: str, scenario: dict[str, Any], args) -> dict[str, Any]:
                 "addresses": SOURCE_ADDRESSES[index::args.generators],
                 "connectTimeoutMs": connect_timeout_ms,
                 # The first connections of a cold replica one at a time: the recipe's stock
-                # KombuManager can hang clients of a burst of first emits (pitfalls, Kombu).
+                # KombuManager can hang clients of a burst of first emits (docs/benchmarks.md).
                 "warm": 2 * replicas if index == 0 else 0}))
             if index == 0:
                 generators[0].wait_for("warm", connect_deadline)
