@@ -50,8 +50,10 @@ class BrokerLimits:
 class QueueManager(socketio.KombuManager):
     """A KombuManager whose emits never block and whose listener survives reconnects.
 
-    Every broker connection comes from `_connection()` (python-socketio's own factory), the one
-    seam the unit tests replace with a fake broker (tests/support/fakes.py).
+    It overrides only the hooks python-socketio documents for a pub/sub manager (`_publish`,
+    `_listen`) and uses none of KombuManager's private helpers: every broker connection comes from
+    `connect_to_broker()`, the one seam the unit tests replace with a fake broker
+    (tests/support/fakes.py).
     """
 
     name = "rabbitmq"
@@ -120,9 +122,9 @@ class QueueManager(socketio.KombuManager):
         while True:
             try:
                 if producer is None:
-                    connection = self._connection()
+                    connection = self.connect_to_broker()
                     connection.ensure_connection(max_retries=1)
-                    producer = connection.Producer(exchange=self._exchange())
+                    producer = connection.Producer(exchange=self.fanout_exchange())
                     self._set_publisher_connected(True)
                     retry_delay = 0.1
                 if message is None:
@@ -179,21 +181,29 @@ class QueueManager(socketio.KombuManager):
 
     # -- listening ----------------------------------------------------------------------------
 
-    def _queue(self) -> kombu.Queue:
-        return kombu.Queue(self.listener_queue_name, self._exchange(), **self.queue_options)
+    def connect_to_broker(self) -> kombu.Connection:
+        return kombu.Connection(self.url, **self.connection_options)
+
+    def fanout_exchange(self) -> kombu.Exchange:
+        """The exchange of the channel, declared exactly as python-socketio's KombuManager does
+        (a non-durable fanout named after the channel), so stock emitters stay compatible."""
+        return kombu.Exchange(self.channel, type="fanout", durable=False)
+
+    def listener_queue(self) -> kombu.Queue:
+        return kombu.Queue(self.listener_queue_name, self.fanout_exchange(), **self.queue_options)
 
     def _listen(self):
         retry_delay = 0.1
         ever_bound = False
         while True:
             try:
-                with self._connection() as connection:
+                with self.connect_to_broker() as connection:
                     if ever_bound:
                         self._check_queue_survived(connection)
                     received: collections.deque[kombu.Message] = collections.deque()
                     # The stock KombuManager and Flask-SocketIO emitters publish JSON text.
                     consumer = connection.Consumer(
-                        self._queue(), accept=["text/plain", "application/json"],
+                        self.listener_queue(), accept=["text/plain", "application/json"],
                         callbacks=[lambda _, m, received=received: received.append(m)],
                         on_decode_error=self._drop_undecodable)
                     with consumer:  # declared and consuming: only now is the replica reachable

@@ -8,16 +8,15 @@ malformed payload becomes one clear error for its sender instead of a traceback.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
-
-from common.jobs import Target
 
 # Namespaces.
 MAIN_NAMESPACE = "/"
 CHAT_NAMESPACE = "/chat"
 ECHO_NAMESPACE = "/echo"
+ADMIN_NAMESPACE = "/admin"  # the Socket.IO Admin UI's, only when ADMIN_UI_PASSWORD is set
 
 
 class Event:
@@ -59,6 +58,23 @@ class Event:
     # Echo namespace: acks carry the arguments back unchanged (several arguments -> a tuple).
     ECHO = "echo"
     SUM = "sum"
+
+
+class UserTarget(BaseModel):
+    """`to` of a notification or an API emit: every connection of one user."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    user: StrictStr = Field(min_length=1, max_length=200)
+
+
+class RoomTarget(BaseModel):
+    """`to`: every member of one room."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    room: StrictStr = Field(min_length=1, max_length=200)
+
+
+Target = Literal["all"] | UserTarget | RoomTarget
 
 
 class Payload(BaseModel):

@@ -25,6 +25,8 @@ from typing import Any, Literal
 import kombu
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from common.contract import RoomTarget, Target, UserTarget  # noqa: F401 (part of this API too)
+
 QueueKind = Literal["classic", "quorum"]
 
 JOBS_EXCHANGE = kombu.Exchange("jobs", type="direct", durable=True)
@@ -106,17 +108,6 @@ def decide(attempt: int, retry_delays: Sequence[float], error: BaseException) ->
 
 class Args(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class UserTarget(Args):
-    user: StrictStr = Field(min_length=1, max_length=200)
-
-
-class RoomTarget(Args):
-    room: StrictStr = Field(min_length=1, max_length=200)
-
-
-Target = Literal["all"] | UserTarget | RoomTarget
 
 
 class NotificationRequest(Args):

@@ -2,8 +2,8 @@
 and the jobs without a network or a RabbitMQ.
 
 - `FakeEmitter`: what a job emits, recorded; `flush()` answers as told.
-- `FakeBroker`: the broker behind `QueueManager._connection()` (python-socketio's factory of
-  broker connections, the seam `ManagerOnFakeBroker` replaces): records every publish in order,
+- `FakeBroker`: the broker behind `QueueManager.connect_to_broker()` (its factory of broker
+  connections, the seam `ManagerOnFakeBroker` replaces): records every publish in order,
   fails the publish attempts it is told to, like a connection dropped mid-publish, and can be
   unreachable.
 - `MemoryJobBroker`: kombu's in-memory transport, for the consumer: real kombu messages,
@@ -146,7 +146,7 @@ class ManagerOnFakeBroker(QueueManager):
         self.broker = broker  # before super().__init__(), which makes a first connection
         super().__init__("memory://", "unit-channel", limits=limits, **options)
 
-    def _connection(self) -> FakeConnection:
+    def connect_to_broker(self) -> FakeConnection:
         return self.broker.connect()
 
 

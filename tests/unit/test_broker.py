@@ -1,7 +1,8 @@
 """The broker manager (common/broker.py) without a broker: the publisher and its outbox against a
 fake connection, and the listener's handling of what arrives from the fan-out exchange.
 
-The publisher runs in its real thread; only the connection it gets from `_connection()` is fake.
+The publisher runs in its real thread; only the connection it gets from `connect_to_broker()`
+is fake.
 """
 
 from __future__ import annotations
