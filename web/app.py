@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
     bind_socketio(app, settings, async_mode, queue_manager)
     add_drain(app)
     register_blueprints(app)
+    add_admin_ui(settings)
     if queue_manager is not None:  # both broker connections now, not on the first client
         upstream.start_client_manager(socketio.server)  # the listener
         queue_manager.start_publisher()
@@ -106,6 +107,13 @@ def register_blueprints(app: Flask) -> None:
     from web.routes import blueprint as routes_blueprint
     for blueprint in (routes_blueprint, page_blueprint, api_blueprint):
         app.register_blueprint(blueprint)
+
+
+def add_admin_ui(settings: Settings) -> None:
+    """The Socket.IO Admin UI (namespace /admin, page /admin/), only if ADMIN_UI_PASSWORD is set."""
+    if settings.admin_ui_enabled:
+        from web.api import instrument_for_admin_ui
+        instrument_for_admin_ui(socketio.server, settings)
 
 
 def register_handlers() -> None:

@@ -1,14 +1,23 @@
-"""HTTP routes of a replica: health and readiness probes (and, later, the API and the page)."""
+"""HTTP routes of a replica: health and readiness probes, metrics, the Socket.IO Admin UI."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+import hmac
+import logging
+from pathlib import Path
+
+from flask import Blueprint, Response, abort, jsonify, request, send_from_directory
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from web.extensions import current_drain, current_queue_manager, current_settings
 
+log = logging.getLogger(__name__)
+
 blueprint = Blueprint("web", __name__)
+
+# @socket.io/admin-ui's built page, vendored by scripts/vendor_admin_ui.sh.
+ADMIN_UI_DIR = Path(__file__).resolve().parent / "static" / "vendor" / "admin-ui"
 
 
 @blueprint.get("/healthz")
@@ -33,6 +42,32 @@ def readyz():
 @blueprint.get("/metrics")
 def prometheus_metrics():
     return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+
+
+@blueprint.get("/admin/")
+@blueprint.get("/admin/<path:filename>")
+def admin_ui(filename: str = "index.html"):
+    """The Socket.IO Admin UI, behind HTTP Basic with ADMIN_UI_USERNAME / ADMIN_UI_PASSWORD
+    (the same credentials its `/admin` namespace asks for); not found unless configured."""
+    settings = current_settings()
+    if not settings.admin_ui_enabled:
+        abort(404)
+    given = request.authorization
+    expected = settings.admin_ui_password.get_secret_value()
+    # Both compared in constant time, and both always: the answer does not tell which was wrong.
+    user_ok = hmac.compare_digest(
+        (given.username if given else "").encode(), settings.admin_ui_username.encode())
+    password_ok = hmac.compare_digest(
+        ((given.password or "") if given else "").encode(), expected.encode())
+    if not (user_ok and password_ok):
+        if given:
+            log.warning("admin UI: wrong credentials from %s", request.remote_addr)
+        response = jsonify(error="the admin UI needs ADMIN_UI_USERNAME and ADMIN_UI_PASSWORD",
+                           status=401)
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Basic realm="Socket.IO Admin UI"'
+        return response
+    return send_from_directory(ADMIN_UI_DIR, filename)
 
 
 @blueprint.app_errorhandler(HTTPException)

@@ -147,7 +147,7 @@ def test_the_pubsub_members_the_room_disconnect_relies_on_exist():
     manager = python_socketio.PubSubManager
     assert list(inspect.signature(manager._handle_disconnect).parameters) == ["self", "message"]
     assert list(inspect.signature(manager._publish).parameters) == ["self", "data"]
-    assert api.disconnect_room_message("user:a")["method"] == "disconnect"
+    assert api.control_message(api.DISCONNECT_ROOM, MAIN_NAMESPACE)["method"] == "disconnect"
 
 
 def test_settings_refuse_a_reserved_event_in_the_allow_list():

@@ -1,0 +1,116 @@
+"""The Socket.IO Admin UI across replicas, on a stack of its own with ADMIN_UI_PASSWORD set: its
+namespace (credentials, sockets and stats of every replica, disconnect and join reaching a socket
+on another replica), then the page itself in Chromium, served by the stack."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import requests
+import socketio
+from playwright.sync_api import expect
+
+from common.contract import ADMIN_NAMESPACE, MAIN_NAMESPACE, Event
+from tests.support.browser import ARTIFACTS
+from tests.support.clients import on_distinct_replicas
+from tests.support.stack import STACK_ENV, api_headers, running_stack
+from tests.support.waiting import wait_until
+
+PASSWORD = "admin-ui-test-password-0123456789abcdef"
+REPLICAS = 2
+
+
+@pytest.fixture(scope="module")
+def admin_stack():
+    env = {**STACK_ENV, "ADMIN_UI_PASSWORD": PASSWORD, "ADMIN_UI_USERNAME": "ops"}
+    with running_stack("admin stack", replicas=REPLICAS, workers=0, extra_env=env) as native:
+        yield native
+
+
+class AdminClient:
+    """What the Admin UI does: connect to /admin with credentials, record what it is told."""
+
+    def __init__(self, url: str, password: str = PASSWORD):
+        self.sio = socketio.Client(reconnection=False)
+        self.received: dict[str, list] = {}
+        self.lock = threading.Lock()
+        for name in ("config", "all_sockets", "server_stats", "socket_connected",
+                     "socket_disconnected", "room_joined"):
+            self.sio.on(name, self.recorder(name), namespace=ADMIN_NAMESPACE)
+        self.sio.connect(url, namespaces=[ADMIN_NAMESPACE], transports=["websocket"],
+                         auth={"username": "ops", "password": password}, wait_timeout=10)
+
+    def recorder(self, name: str):
+        def record(*args):
+            with self.lock:
+                self.received.setdefault(name, []).append(args)
+        return record
+
+    def got(self, name: str) -> list:
+        with self.lock:
+            return list(self.received.get(name, []))
+
+    def known_sockets(self) -> set[str]:
+        known = {socket["id"] for (sockets,) in self.got("all_sockets") for socket in sockets}
+        return known | {args[0]["id"] for args in self.got("socket_connected")}
+
+
+def test_wrong_credentials_are_refused(admin_stack):
+    with pytest.raises(socketio.exceptions.ConnectionError, match="failed to connect"):
+        AdminClient(admin_stack.url, password="wrong")
+
+
+def test_the_namespace_sees_and_acts_on_every_replica(admin_stack, clients, unique):
+    users = on_distinct_replicas(admin_stack.url, clients, count=REPLICAS)
+    sids = [user.sio.get_sid(MAIN_NAMESPACE) for user in users]
+    admin = AdminClient(admin_stack.url)
+    try:
+        wait_until(lambda: {args[0]["serverId"] for args in admin.got("server_stats")}
+                   == {user.replica for user in users}, timeout=10,
+                   what="server_stats from every replica")
+        wait_until(lambda: set(sids) <= admin.known_sockets(), timeout=10,
+                   what="the sockets of every replica listed")
+
+        room = f"vip-{unique}"
+        for sid in sids:  # join: one of them lives on another replica than the admin client
+            admin.sio.emit("join", (MAIN_NAMESPACE, room, sid), namespace=ADMIN_NAMESPACE)
+        wait_until(lambda: {args[2] for args in admin.got("room_joined") if args[1] == room}
+                   >= set(sids), timeout=10, what="both sockets in the room")
+        answer = requests.post(f"{admin_stack.url}/api/emit", headers=api_headers(), timeout=10,
+                               json={"event": Event.MY_RESPONSE, "data": {"data": room},
+                                     "to": {"room": room}})
+        assert answer.status_code == 202
+        for user in users:
+            user.wait_for(Event.MY_RESPONSE, lambda p: p.get("data") == room)
+
+        for sid in sids:
+            admin.sio.emit("_disconnect", (MAIN_NAMESPACE, False, sid), namespace=ADMIN_NAMESPACE)
+        wait_until(lambda: not any(user.sio.connected for user in users), timeout=10,
+                   what="both sockets disconnected")
+    finally:
+        admin.sio.disconnect()
+
+
+def test_the_page_connects_and_lists_every_replica(admin_stack, browser):
+    assert requests.get(f"{admin_stack.url}/admin/", timeout=10).status_code == 401
+    context = browser.new_context(viewport={"width": 1280, "height": 900},
+                                  http_credentials={"username": "ops", "password": PASSWORD})
+    page = context.new_page()
+    outside = []
+    page.on("request", lambda request: request.url.startswith(admin_stack.url)
+            or request.url.startswith(("data:", "blob:")) or outside.append(request.url))
+    try:
+        page.goto(f"{admin_stack.url}/admin/")
+        page.get_by_label("Server URL").fill(admin_stack.url)
+        page.get_by_label("Username").fill("ops")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Connect").click()
+        page.goto(f"{admin_stack.url}/admin/#/servers/")
+        for index in range(1, REPLICAS + 1):
+            expect(page.get_by_text(f"web-{index}", exact=True)).to_be_visible(timeout=15_000)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "admin-ui-servers.png"), full_page=True)
+        assert outside == [], f"the admin UI loaded from outside the stack: {outside}"
+    finally:
+        context.close()
