@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import socket
+import struct
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -40,6 +41,36 @@ def _own_address() -> str:
         return "127.0.0.1"
 
 
+DOCKER_DNS = ("127.0.0.11", 53)
+
+
+def container_name(address: str, dns: tuple[str, int] = DOCKER_DNS,
+                   timeout: float = 2.0) -> str | None:
+    """The name Docker's DNS gives `address` (a PTR answer "proj-web-1.proj_front" ->
+    "proj-web-1"), or None. Asked of the DNS server itself: the resolver reads /etc/hosts first,
+    where a container's own address names its id."""
+    labels = [*reversed(address.split(".")), "in-addr", "arpa"]
+    question = b"".join(bytes([len(label)]) + label.encode() for label in labels) + b"\0"
+    query_id = os.getpid() & 0xFFFF
+    query = struct.pack(">6H", query_id, 0x0100, 1, 0, 0, 0) + question + struct.pack(">2H", 12, 1)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as resolver:
+            resolver.settimeout(timeout)
+            resolver.sendto(query, dns)
+            reply = resolver.recv(2048)
+        reply_id, flags, _, answers = struct.unpack(">4H", reply[:8])
+        if reply_id != query_id or flags & 0x000F or not answers:
+            return None
+        offset = 12 + len(question) + 4  # the answer, after the header and the question
+        while reply[offset] and reply[offset] & 0xC0 != 0xC0:  # its name: labels...
+            offset += reply[offset] + 1
+        offset += 2 if reply[offset] & 0xC0 == 0xC0 else 1  # ...ending in a pointer or a zero
+        offset += 10  # type, class, TTL, data length; the data is the name
+        return reply[offset + 1:offset + 1 + reply[offset]].decode() or None
+    except (OSError, IndexError, struct.error, UnicodeDecodeError):
+        return None
+
+
 class Settings(BaseSettings):
     """Every setting of the stack. Each field is read from the upper-cased environment variable."""
 
@@ -67,6 +98,9 @@ class Settings(BaseSettings):
     web_port: int = Field(5000, ge=1, le=65535)
     replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     replica_address: str = ""
+    # Containers: REPLICA_ID defaults to the container's name as `docker compose ps` shows it,
+    # asked from Docker's DNS (/etc/hosts would give the container id).
+    replica_id_from_dns: bool = False
     max_clients_per_replica: int = Field(10_000, ge=1)
     # On SIGTERM a replica stops taking new sessions and asks its clients to reconnect elsewhere,
     # spread over this many seconds, before gunicorn's graceful shutdown.
@@ -156,6 +190,10 @@ class Settings(BaseSettings):
     def _derive_and_check(self) -> Settings:
         if not self.replica_address:
             object.__setattr__(self, "replica_address", f"{_own_address()}:{self.web_port}")
+        if self.replica_id_from_dns and "replica_id" not in self.model_fields_set:
+            name = container_name(self.replica_host or _own_address())
+            if name:
+                object.__setattr__(self, "replica_id", name)
         host, _, port = self.replica_address.rpartition(":")
         try:
             socket.inet_aton(host)

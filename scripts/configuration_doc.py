@@ -51,6 +51,8 @@ ROWS: list[tuple[tuple[str, ...], str, str | None]] = [
      "to match"), None),
     (("web_host", "web_port"), "where a replica listens", None),
     (("replica_id",), "the replica's name in logs and `server_info`", "`<hostname>-<pid>`"),
+    (("replica_id_from_dns",), ("containers: `REPLICA_ID` defaults to the container's name as "
+     "`docker compose ps` shows it, from Docker's DNS"), None),
     (("replica_address",), "where nginx reaches this replica; embedded in session ids",
      "own IP:`WEB_PORT`"),
     (("demo_login",), "`POST /api/demo/token` hands out a token for any user name",

@@ -36,8 +36,8 @@ def replicas_of(clients: list[RecordingClient]) -> dict[RecordingClient, str]:
 
 
 def container_of(replica_id: str) -> str:
-    """A replica id is "<container hostname>-<pid>"."""
-    return replica_id.rsplit("-", 1)[0]
+    """A replica id is its container's name (REPLICA_ID_FROM_DNS in docker-compose.yml)."""
+    return replica_id
 
 
 def test_clients_spread_over_all_replicas(compose_stack, clients):

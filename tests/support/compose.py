@@ -53,6 +53,11 @@ class ComposeStack:
             "RABBITMQ_MANAGEMENT_PORT": str(free_port()),
             # Its own tag: a test run never replaces the image of a stack started with `make up`.
             "APP_IMAGE": "flask-realtime-stack:compose-test",
+            # Every test client reaches nginx from Docker's gateway address: the documented
+            # override of the per-address limits for a load generator behind one address.
+            "NGINX_CONN_PER_ADDRESS": "20000",
+            "NGINX_NEW_SESSION_RATE": "1000r/s",
+            "NGINX_NEW_SESSION_BURST": "5000",
         }
         self.down_done = False
 
@@ -107,8 +112,8 @@ class ComposeStack:
                                f"{timeout:.0f}s, got {states}") from None
 
     def web_replicas(self) -> dict[str, str]:
-        """Container hostname (= the replica id's prefix) -> container name, of running web."""
-        return {c["Config"]["Hostname"]: c["Name"].lstrip("/")
+        """Container name (= the replica id, REPLICA_ID_FROM_DNS) -> hostname, of running web."""
+        return {c["Name"].lstrip("/"): c["Config"]["Hostname"]
                 for c in self.inspect(self.container_ids("web")) if c["State"]["Running"]}
 
     def resources(self) -> dict[str, set[str]]:
