@@ -254,21 +254,22 @@ class QueueManager(socketio.KombuManager):
     def _check_queue_survived(self, connection: kombu.Connection) -> None:
         """After an outage longer than the queue's expiry, what was published meanwhile is lost.
 
-        In a cluster the queue lives on one node: when that node is down the queue cannot be
-        declared again (NOT_FOUND, "home node ... is down"), so the listener moves to a new queue
-        on the node it reached, and whatever the old queue held or missed is lost for this replica.
+        In a cluster the queue lives on one node: while that node stops or is down the queue
+        cannot be declared again (NOT_FOUND, but not "no queue": "home node ... is down", "process
+        is stopped"), so the listener moves to a new queue on the node it reached, and whatever the
+        old queue held or missed is lost for this replica.
         """
         channel = connection.channel()  # a failed passive declare closes its channel: a spare one
         try:
             channel.queue_declare(queue=self.listener_queue_name, passive=True)
         except NotFound as exc:
-            if "home node" in str(exc):
+            if "no queue" not in str(exc):
                 metrics.QUEUE_LOST.labels("listener_queue_node_down").inc()
                 old_name = self.listener_queue_name
                 self.listener_queue_name = f"{old_name.rpartition('.')[0]}.{uuid.uuid4().hex[:8]}"
-                log.error("broker listener queue %s is on a node that is down: moving to %s; "
+                log.error("broker listener queue %s is on a node that is down (%s): moving to %s; "
                           "events published meanwhile did not reach this replica",
-                          old_name, self.listener_queue_name)
+                          old_name, exc, self.listener_queue_name)
             else:
                 metrics.QUEUE_LOST.labels("listener_queue_expired").inc()
                 log.error("broker listener queue %s expired while disconnected: events published "
