@@ -69,6 +69,22 @@ scale: ## change the number of web replicas of the running containers: make scal
 test-compose: $(VENV)/.installed ## build the images and test the containerized stack on a real engine
 	scripts/pytest.sh $(PY) tests/compose $(PYTEST_ARGS)
 
+# Beyond one machine (docs/deployment.md): a three-node RabbitMQ cluster, Docker Swarm, Kubernetes.
+CLUSTER_COMPOSE := COMPOSE_FILE=docker-compose.yml:deploy/compose/rabbitmq-cluster.yml
+.PHONY: up-cluster test-cluster test-swarm test-kubernetes
+
+up-cluster: ## the containers on a three-node RabbitMQ cluster (deploy/compose/rabbitmq-cluster.yml; .env needs RABBITMQ_ERLANG_COOKIE)
+	$(CLUSTER_COMPOSE) scripts/compose.sh up-wait --build --scale web=$(REPLICAS)
+
+test-cluster: $(VENV)/.installed ## the stack on a three-node RabbitMQ cluster, one node stopped under load (real engine)
+	scripts/pytest.sh $(PY) tests/cluster $(PYTEST_ARGS)
+
+test-swarm: $(VENV)/.installed ## deploy/swarm/stack.yml on a one-node Docker Swarm: spread, broadcast, worker, scale, rolling update
+	scripts/pytest.sh $(PY) tests/swarm $(PYTEST_ARGS)
+
+test-kubernetes: $(VENV)/.installed ## validate deploy/kubernetes (Kustomize base) offline against the Kubernetes schemas
+	scripts/pytest.sh $(PY) tests/unit/test_kubernetes_manifests.py $(PYTEST_ARGS)
+
 # Load tests (loadtest/): Locust and matplotlib in their own .venv-loadtest from
 # requirements/loadtest.lock (LOADTEST_VENV, set at the top); the runner itself uses the app's
 # .venv and starts the stack.
