@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -24,6 +25,8 @@ from typing import Any
 FANOUT_KINDS = ("broadcast", "notify", "room")
 ECHO_KIND = "echo"
 DISCONNECT_GRACE = 5.0  # s: a client that closed this soon after a send is not expected to have it
+# The per-replica bucket of clients that connected but never answered `server_info`.
+NO_SERVER_INFO = "(no server_info answer)"
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -62,6 +65,7 @@ def delivery(clients: dict[str, dict], received: dict[str, set], messages: dict[
         members.sort()
 
     totals: dict[str, Counter] = defaultdict(Counter)
+    missing: Counter = Counter()  # lost deliveries by what happened to their client
     worst: list[tuple[float, str, str]] = []
     for mid, m in messages.items():
         kind, sent = m["k"], m["t"]
@@ -75,6 +79,8 @@ def delivery(clients: dict[str, dict], received: dict[str, set], messages: dict[
             expected += 1
             if mid in received.get(cid, ()):
                 got += 1
+            else:
+                missing[lost_because(clients[cid], sent)] += 1
         totals[kind]["messages"] += 1
         totals[kind]["expected"] += expected
         totals[kind]["received"] += got
@@ -102,9 +108,23 @@ def delivery(clients: dict[str, dict], received: dict[str, set], messages: dict[
                   ratio=ratio(all_received, all_expected),
                   duplicates=sum(duplicates.values()),
                   incomplete_messages=len(worst),
+                  missing_by_cause=dict(missing.most_common()),
                   worst_messages=[{"id": mid, "kind": k, "ratio": round(r, 4)}
                                   for r, mid, k in sorted(worst)[:5]])
     return result
+
+
+def lost_because(client: dict, sent: float) -> str:
+    """Why a client that was expected to get a message sent at `sent` did not, as far as the
+    client can tell: the server dropped it (a slow reader over its outgoing limits, or a
+    disconnect), its connection broke, or nothing happened to it and the message never came."""
+    closed = client.get("closed")
+    if closed is None or client.get("stopping"):
+        return "never arrived (client stayed connected)"
+    reason = (client.get("close_reason") or "").lower()
+    if "server" in reason:
+        return "client dropped by the server (slow reader or limits)"
+    return f"client disconnected ({reason or 'no reason given'})"
 
 
 def ratio(part: float, whole: float) -> float | None:
@@ -163,6 +183,28 @@ def timeseries(clients: dict[str, dict], samples: list[tuple[float, float, str]]
     return series
 
 
+_STATUS = re.compile(r"(?:status(?: code)?|HTTP)[ :]*(\d{3})\b", re.I)
+
+
+def error_cause(message: str) -> str:
+    """The cause of a client's error, from its message: "HTTP 429", "timeout", "refused",
+    "reset", "server disconnect" or "other". One word per cause, so causes can be counted."""
+    text = message or ""
+    status = _STATUS.search(text)
+    if status:
+        return f"HTTP {status.group(1)}"
+    lowered = text.lower()
+    for needle, cause in (("timed out", "timeout"), ("timeout", "timeout"),
+                          ("refused", "refused"), ("reset", "reset"), ("broken pipe", "reset"),
+                          ("connection aborted", "reset"), ("name or service", "dns"),
+                          ("unexpected connection error", "handshake failed"),
+                          ("not a valid namespace", "refused by the server"),
+                          ("connection error", "handshake failed")):
+        if needle in lowered:
+            return cause
+    return "other"
+
+
 def client_summary(clients: dict[str, dict], target: int) -> dict[str, Any]:
     connected = [c for c in clients.values() if c.get("connected")]
     failed = [c for c in clients.values() if c.get("error") and not c.get("connected")]
@@ -181,10 +223,16 @@ def client_summary(clients: dict[str, dict], target: int) -> dict[str, Any]:
         "connect_rate_per_s": round(len(connected) / span, 1) if span > 0 else None,
         "connect_ms": distribution(c["connect_ms"] for c in connected if c.get("connect_ms")),
         "per_replica": dict(sorted(
-            Counter(c.get("replica") or "unknown" for c in connected).items())),
+            Counter(c.get("replica") or NO_SERVER_INFO for c in connected).items())),
         "per_transport": dict(sorted(Counter(
             f"{c.get('mode')}->{c.get('transport')}" for c in connected).items())),
         "errors": dict(errors.most_common(8)),
+        "errors_by_cause": dict(Counter(
+            error_cause(c["error"]) for c in clients.values() if c.get("error")).most_common()),
+        "close_reasons": dict(Counter(
+            c.get("close_reason") or "?" for c in connected
+            if c.get("closed") and not c.get("stopping")).most_common()),
+        "without_server_info": sum(1 for c in connected if not c.get("replica")),
     }
 
 
@@ -198,3 +246,81 @@ def latency_summary(samples: list[tuple[float, float, str]],
         if values:
             out[kind] = distribution(values)
     return out
+
+
+# -- is this run a measurement of the stack? ----------------------------------------------------
+
+# Beyond any of these the machine or the load generator, not the stack, set the figures.
+MACHINE_BOUND = {
+    "steal_share": 0.05,  # of the machine's CPU time, taken by the hypervisor for other guests
+    "busy_share": 0.95,  # of the machine's CPU time busy: nothing left to measure with
+    "runnable_per_core": 2.0,  # tasks ready to run per core, on average over the window
+    "generator_core": 0.9,  # one load-generator process's share of a core
+    "loop_lag_p99_ms": 100.0,  # how late the generator's event loop woke up (p99)
+}
+# What a run of the stack must show to pass.
+TARGETS = {"connected_share": 1.0, "delivery_ratio": 0.999, "fanout_p99_ms": 1000.0,
+           "server_errors": 0}
+
+
+def machine_bound(machine: dict, generator: dict, lag: dict, cores: int) -> list[str]:
+    """The evidence that the machine or the generator was the bottleneck (empty: none)."""
+    evidence = []
+    limits = MACHINE_BOUND
+    steal, busy, runnable = (machine.get(k) for k in ("steal_share", "busy_share",
+                                                       "runnable_mean"))
+    if steal is not None and steal > limits["steal_share"]:
+        evidence.append(f"CPU steal {steal:.0%} of the machine's time (limit "
+                        f"{limits['steal_share']:.0%}): other guests had the cores")
+    if busy is not None and busy > limits["busy_share"]:
+        evidence.append(f"the machine's CPUs were {busy:.0%} busy (limit "
+                        f"{limits['busy_share']:.0%})")
+    if runnable is not None and cores and runnable / cores > limits["runnable_per_core"]:
+        evidence.append(f"{runnable:.1f} tasks ready to run on {cores} cores on average (limit "
+                        f"{limits['runnable_per_core']:g} per core): they queued for the CPUs")
+    busiest = generator.get("busiest_process_cores_steady")
+    if busiest is not None and busiest >= limits["generator_core"]:
+        evidence.append(f"a generator process used {busiest:.0%} of a core (limit "
+                        f"{limits['generator_core']:.0%})")
+    p99 = lag.get("p99")
+    if p99 is not None and p99 > limits["loop_lag_p99_ms"]:
+        evidence.append(f"the generator's event loop ran {p99:.0f} ms late at p99 (limit "
+                        f"{limits['loop_lag_p99_ms']:.0f} ms): its receive times are late too")
+    return evidence
+
+
+def server_errors(locust_doc: dict) -> int:
+    """Answers of 5xx met by clients and senders."""
+    causes = {**(locust_doc.get("clients", {}).get("errors_by_cause") or {})}
+    for cause, n in (locust_doc.get("events_by_cause") or {}).items():
+        causes[cause] = causes.get(cause, 0) + n
+    return sum(n for cause, n in causes.items() if re.search(r"HTTP 5\d\d", cause))
+
+
+def verdict(run: dict, cores: int) -> dict[str, Any]:
+    """Pass or fail against TARGETS; "not meaningful" when the machine was the bottleneck."""
+    locust_doc = run.get("locust") or {}
+    clients = locust_doc.get("clients") or {}
+    evidence = machine_bound(run.get("machine") or {}, run.get("generator") or {},
+                             (locust_doc.get("generator") or {}).get("loop_lag_ms_steady") or {},
+                             cores)
+    failures = []
+    target = clients.get("target") or 0
+    if target and (clients.get("connected") or 0) < TARGETS["connected_share"] * target:
+        failures.append(f"{clients.get('connected', 0):,} of {target:,} clients connected")
+    delivery_ratio = (locust_doc.get("delivery") or {}).get("ratio")
+    if delivery_ratio is not None and delivery_ratio < TARGETS["delivery_ratio"]:
+        failures.append(f"delivery ratio {delivery_ratio:.4f} < {TARGETS['delivery_ratio']}")
+    p99 = ((locust_doc.get("latency_ms") or {}).get("fanout") or {}).get("p99")
+    if p99 is not None and p99 > TARGETS["fanout_p99_ms"]:
+        failures.append(f"fan-out p99 {p99:,.0f} ms > {TARGETS['fanout_p99_ms']:,.0f} ms")
+    errors_5xx = server_errors(locust_doc)
+    if errors_5xx > TARGETS["server_errors"]:
+        failures.append(f"{errors_5xx:,} answers of 5xx")
+    if (clients.get("attempted") or 0) > target > 0:
+        failures.append(f"{clients['attempted']:,} clients attempted for a target of {target:,}: "
+                        "Locust started users twice (a worker missed its heartbeats?); the "
+                        "counts include both")
+    status = "not meaningful: machine-bound" if evidence else "pass" if not failures else "fail"
+    return {"status": status, "failures": failures, "machine_bound_evidence": evidence,
+            "targets": TARGETS, "machine_bound_limits": MACHINE_BOUND}

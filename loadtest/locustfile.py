@@ -19,12 +19,13 @@ See loadtest/analysis.py for what is counted as expected, received and latency.
 import locust  # noqa: I001  (must stay first)
 
 import json
+import logging
 import os
 import random
 import sys
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import gevent
@@ -74,6 +75,8 @@ class Recorder:
         self.received: dict[str, list[str]] = defaultdict(list)
         self.messages: list[dict] = []
         self.samples: list[tuple[float, float, str]] = []
+        self.lags: list[tuple[float, float]] = []  # (time, ms this process's loop was late)
+        self.counts: Counter = Counter()  # send failures and client-library events, by cause
         self.connecting = 0
 
     def client(self, cid: str, **fields) -> dict:
@@ -88,11 +91,15 @@ class Recorder:
             "received": dict(self.received),
             "messages": self.messages,
             "samples": self.samples,
+            "lags": self.lags,
+            "counts": dict(self.counts),
         }
         self.dirty = set()
         self.received = defaultdict(list)
         self.messages = []
         self.samples = []
+        self.lags = []
+        self.counts = Counter()
         return delta
 
 
@@ -104,6 +111,8 @@ class Aggregate:
         self.received: dict[str, set] = defaultdict(set)
         self.messages: dict[str, dict] = {}
         self.samples: list[tuple[float, float, str]] = []
+        self.lags: list[tuple[float, float]] = []
+        self.counts: Counter = Counter()
         self._printed_samples = 0
 
     def merge(self, delta: dict) -> None:
@@ -114,6 +123,8 @@ class Aggregate:
         for message in delta.get("messages", ()):
             self.messages[message["id"]] = message
         self.samples.extend(tuple(s) for s in delta.get("samples", ()))
+        self.lags.extend(tuple(lag) for lag in delta.get("lags", ()))
+        self.counts.update(delta.get("counts") or {})
 
     def connect_settled(self) -> bool:
         return all(c.get("connected") or c.get("error") for c in self.clients.values())
@@ -146,6 +157,36 @@ ROLE = "local"
 
 def _now_ms() -> float:
     return time.time() * 1000.0
+
+
+LAG_TICK = 0.1  # s
+
+
+def _watch_loop_lag():
+    """How late this process's event loop wakes up: a generator that cannot keep up (CPU-starved,
+    or too many clients per process) delays every receive time it records."""
+    while True:
+        before = time.perf_counter()
+        gevent.sleep(LAG_TICK)
+        RECORDER.lags.append((time.time(), (time.perf_counter() - before - LAG_TICK) * 1000))
+
+
+# What python-engineio's client logs at ERROR when its writer had nothing to send for
+# max(ping interval, ping timeout) + 5 s: no PING came from the server to answer, so the client
+# stops writing (and will miss the next PONG). Counted, and reported, instead of one line each.
+WRITER_GAVE_UP = "packet queue is empty, aborting"
+WRITER_GAVE_UP_CAUSE = "client writer gave up: no PING from the server for 30 s"
+
+
+class _CountWriterGiveUps(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == WRITER_GAVE_UP:
+            RECORDER.counts[WRITER_GAVE_UP_CAUSE] += 1
+            return False
+        return True
+
+
+logging.getLogger("engineio.client").addFilter(_CountWriterGiveUps())
 
 
 def _fire(environment, name: str, started: float, exc: Exception | None = None, kind="sio"):
@@ -340,6 +381,7 @@ class BroadcastSender(SocketIOClient):
             try:
                 self.sio.emit(Event.MY_BROADCAST_EVENT, {"data": data})
             except Exception as exc:
+                RECORDER.counts[f"never sent (broadcast): {analysis.error_cause(str(exc))}"] += 1
                 _fire(self.environment, Event.MY_BROADCAST_EVENT, sent, exc)
                 continue
             RECORDER.messages.append({"id": mid, "k": "broadcast", "t": sent})
@@ -372,6 +414,7 @@ class NotificationSender(User):
                 if response.status_code != 202:
                     raise RuntimeError(f"HTTP {response.status_code}: {response.text[:100]}")
             except Exception as exc:
+                RECORDER.counts[f"never sent (notify): {analysis.error_cause(str(exc))}"] += 1
                 _fire(self.environment, "POST /api/notifications", sent, exc, kind="http")
                 continue
             RECORDER.messages.append({"id": mid, "k": "notify", "t": sent})
@@ -397,6 +440,8 @@ def _on_init(environment, **_):
 @events.test_start.add_listener
 def _on_test_start(environment, **_):
     PHASES.test_start = time.time()
+    if ROLE != "master":  # the processes that run clients
+        gevent.spawn(_watch_loop_lag)
     if ROLE == "local":
         gevent.spawn(_pump)
     if ROLE != "worker":
@@ -560,4 +605,11 @@ def results_document(environment) -> dict:
             "messages_sent": len(AGGREGATE.messages),
         },
         "timeseries": analysis.timeseries(clients, samples, p.test_start, p.end),
+        "generator": {
+            "loop_lag_ms_steady": analysis.distribution(
+                lag for t, lag in AGGREGATE.lags if steady and steady[0] <= t <= steady[1]),
+            "loop_lag_ms_connect": analysis.distribution(
+                lag for t, lag in AGGREGATE.lags if p.test_start <= t <= (p.all_connected or t)),
+        },
+        "events_by_cause": dict(AGGREGATE.counts.most_common()),
     }

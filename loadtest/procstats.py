@@ -77,13 +77,49 @@ class Sampler:
 
     def sample(self) -> None:
         table = read_all()
-        point: dict[str, Any] = {"t": time.time(), "cpu": {}, "rss": {}, "procs": {}}
+        point: dict[str, Any] = {"t": time.time(), "cpu": {}, "rss": {}, "procs": {},
+                                 "machine": machine_counters()}
         for name, roots in self.groups.items():
             pids = descendants(roots, table)
             point["cpu"][name] = sum(table[pid][1] for pid in pids)
             point["rss"][name] = sum(table[pid][2] for pid in pids)
             point["procs"][name] = {str(pid): table[pid][1] for pid in pids}
         self.samples.append(point)
+
+
+def machine_counters() -> dict[str, float]:
+    """The whole machine's CPU time (all cores) and the part stolen by the hypervisor, in clock
+    ticks since boot, and the 1-minute load average: is the machine itself the bottleneck?"""
+    try:
+        stat = Path("/proc/stat").read_text()
+        fields = [int(x) for x in stat.split("\n", 1)[0].split()[1:]]
+        running = next(int(line.split()[1]) for line in stat.splitlines()
+                       if line.startswith("procs_running "))
+    except (OSError, ValueError, StopIteration):
+        return {}
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    return {"total": sum(fields[:8]), "idle": fields[3] + fields[4],
+            "steal": fields[7] if len(fields) > 7 else 0, "load1": os.getloadavg()[0],
+            "running": max(0, running - 1)}  # runnable tasks now, less this reader
+
+
+def machine_between(samples: list[dict], start: float, end: float) -> dict[str, float | None]:
+    """Over a window: the share of CPU time stolen, the share busy, the mean number of runnable
+    tasks (what the load average smooths over a minute, here only in the window), the highest
+    load average."""
+    inside = [s for s in samples if start <= s["t"] <= end and s.get("machine")]
+    empty = {"steal_share": None, "busy_share": None, "runnable_mean": None, "load1_max": None}
+    if len(inside) < 2:
+        return empty
+    first, last = inside[0]["machine"], inside[-1]["machine"]
+    total = last["total"] - first["total"]
+    if total <= 0:
+        return empty
+    return {"steal_share": round((last["steal"] - first["steal"]) / total, 4),
+            "busy_share": round(1 - (last["idle"] - first["idle"]) / total, 4),
+            "runnable_mean": round(sum(s["machine"].get("running", 0) for s in inside)
+                                   / len(inside), 2),
+            "load1_max": round(max(s["machine"]["load1"] for s in inside), 2)}
 
 
 def value_at(samples: list[dict], t: float, key: str, group: str) -> float | None:

@@ -40,10 +40,11 @@ def _phase_lines(ax, run: dict) -> None:
 
 
 def _runs_axes(runs: list[dict], title: str, height: float = 3.2):
-    fig, axes = plt.subplots(1, len(runs), figsize=(6.4 * len(runs), height), squeeze=False,
-                             sharey=True)
+    """One full-width plot per run, stacked, sharing both axes so the runs compare at a glance."""
+    fig, axes = plt.subplots(len(runs), 1, figsize=(13, height * len(runs) + 0.4), squeeze=False,
+                             sharex=True, sharey=True)
     fig.suptitle(title)
-    return fig, axes[0]
+    return fig, axes[:, 0]
 
 
 def plot_latency(runs: list[dict]) -> str:
@@ -141,6 +142,27 @@ def _request_table(run: dict) -> str:
     return _table(rows)
 
 
+def _verdicts(runs: list[dict]) -> str:
+    """First thing in the report: did each run pass its targets, or was it not a measurement?"""
+    parts = ["<h2>Verdict</h2>"]
+    for run in runs:
+        verdict = run.get("verdict") or {}
+        status = verdict.get("status", "no verdict (older results file)")
+        css = ("machine" if "machine" in status else "pass" if status == "pass" else "fail")
+        reasons = verdict.get("machine_bound_evidence") or verdict.get("failures") or []
+        parts.append(f"<div class='verdict {css}'><b>{html.escape(run['label'])}: "
+                     f"{html.escape(status.upper())}</b>"
+                     + "".join(f"<br>{html.escape(r)}" for r in reasons) + "</div>")
+    targets = (runs[0].get("verdict") or {}).get("targets") if runs else None
+    if targets:
+        parts.append("<p>Targets: " + html.escape(", ".join(f"{k} {v}" for k, v in
+                                                             targets.items()))
+                     + ". A run is not meaningful when the machine or the generator was the "
+                     "bottleneck (CPU steal, a busy machine, a generator process at a full core, "
+                     "a late generator event loop).</p>")
+    return "\n".join(parts)
+
+
 def render(doc: dict) -> str:
     runs = doc["runs"]
     for run in runs:
@@ -153,7 +175,9 @@ def render(doc: dict) -> str:
         ("<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
         "text-align:right}td:first-child,th:first-child{text-align:left}"
-        "img{max-width:100%;display:block;margin:1em 0}code{background:#f4f4f4;padding:1px 4px}"
+        "img{width:100%;display:block;margin:1em 0}.verdict{font-size:1.3em;padding:.4em .8em;"
+        "border-radius:4px;margin:.5em 0}.pass{background:#dfd}.fail{background:#fdd}"
+        ".machine{background:#eee}code{background:#f4f4f4;padding:1px 4px}"
         ".note{color:#a33}</style></head><body>"),
         f"<h1>Socket.IO load test: {html.escape(scenario['name'])}</h1>",
         (f"<p>{html.escape(doc['created'])} &middot; <code>{html.escape(doc['command'])}</code> "
@@ -161,6 +185,7 @@ def render(doc: dict) -> str:
         f"load average at start {doc['machine']['load_average_at_start'][0]:.2f} &middot; "
         f"{doc.get('wall_seconds', '?')} s wall-clock</p>"),
         "<p>Scenario: " + html.escape(", ".join(f"{k}={v}" for k, v in scenario.items())) + "</p>",
+        _verdicts(runs),
         "<h2>Summary</h2>",
         _table(summary.table(doc)),
     ]
@@ -194,7 +219,13 @@ def render(doc: dict) -> str:
             [["", "value"]]
             + [[f"replica {r}", f"{n:,}"] for r, n in clients["per_replica"].items()]
             + [[f"transport {t}", f"{n:,}"] for t, n in clients["per_transport"].items()]
-            + [[f"error: {e}", f"{n:,}"] for e, n in clients["errors"].items()]))
+            + [[f"errors caused by: {c}", f"{n:,}"]
+               for c, n in (clients.get("errors_by_cause") or {}).items()]
+            + [[f"error: {e}", f"{n:,}"] for e, n in clients["errors"].items()]
+            + [[f"missing deliveries: {c}", f"{n:,}"]
+               for c, n in (delivery.get("missing_by_cause") or {}).items()]
+            + [[f"{c}", f"{n:,}"]
+               for c, n in (run["locust"].get("events_by_cause") or {}).items()]))
         server = run.get("server") or {}
         if server.get("cpu_seconds_steady"):
             rows = [["process kind", "CPU-s steady", "cores steady", "CPU-s / 1,000 deliveries",

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from loadtest import procstats, scenario, summary
+from loadtest import analysis, procstats, scenario, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 LOADTEST_PYTHON = Path(os.environ.get("LOADTEST_PYTHON",
@@ -155,6 +155,11 @@ def external_target(args) -> Target:
         groups.setdefault(kind, []).append(int(pid))
     target = Target("external", args.url.rstrip("/"), groups,
                     args.api_key or os.environ.get("API_KEY", ""))
+    # This runner cannot change the limits of a stack it did not start: say so up front.
+    target.notes.append(
+        "external stack: its nginx limits connections and new sessions per client address, and "
+        "every client of this generator has one; unless the target raised them (the "
+        "NGINX_CONN_PER_ADDRESS / NGINX_NEW_SESSION_* override in docs/operations.md), expect 429s")
     if not groups:
         target.notes.append("server CPU and memory not measured: pass --pid KIND:PID for the "
                             "server's processes (web, nginx, rabbitmq, worker) to measure them")
@@ -292,19 +297,42 @@ def assemble(target: Target, locust_doc: dict, samples: list[dict], started: flo
                 f"{target.label}: a load-generator process used {busiest:.0%} of a core: the "
                 "generator may be the bottleneck, read latencies and rates as lower bounds "
                 "(more --processes, or Locust workers on other machines)")
+    if steady[0] and deliveries and generator:
+        generator["cpu_seconds_per_1000_deliveries"] = round(
+            generator["cpu_seconds_steady"] / deliveries * 1000, 4)
+        server_total = (server.get("cpu_seconds_per_1000_deliveries") or {}).get("total")
+        if server_total:
+            # Above 1 the generator pays more per delivery than the stack it measures.
+            generator["cpu_vs_server"] = round(
+                generator["cpu_seconds_per_1000_deliveries"] / server_total, 2)
     ratio = locust_doc["delivery"].get("ratio")
     if ratio is not None and ratio < 1:
         missing = locust_doc["delivery"]["expected"] - locust_doc["delivery"]["received"]
-        target.notes.append(f"{target.label}: {missing:,} expected deliveries never arrived")
-    return {
+        causes = "; ".join(f"{n:,} {cause}" for cause, n in
+                           (locust_doc["delivery"].get("missing_by_cause") or {}).items())
+        target.notes.append(f"{target.label}: {missing:,} expected deliveries missing: {causes}")
+    for cause, n in (locust_doc.get("events_by_cause") or {}).items():
+        target.notes.append(f"{target.label}: {n:,} x {cause}")
+    run = {
         "label": target.label,
         "url": target.url,
         "replicas": target.replicas,
         "locust": locust_doc,
         "server": server,
         "generator": generator,
+        "machine": procstats.machine_between(samples, *steady) if steady[0] else {},
         "notes": target.notes,
     }
+    run["verdict"] = analysis.verdict(run, os.cpu_count() or 1)
+    if run["verdict"]["machine_bound_evidence"]:
+        target.notes.append(f"{target.label}: machine-bound, not meaningful: "
+                            + "; ".join(run["verdict"]["machine_bound_evidence"]))
+    if "HTTP 429" in (locust_doc["clients"].get("errors_by_cause") or {}):
+        target.notes.append(
+            f"{target.label}: nginx's per-address limits answered 429 (every client of this "
+            "generator has one address): raise NGINX_CONN_PER_ADDRESS, NGINX_NEW_SESSION_RATE "
+            "and NGINX_NEW_SESSION_BURST on the target (docs/operations.md)")
+    return run
 
 
 def _rounded(values: dict[str, float | None], digits: int) -> dict[str, float | None]:
@@ -393,6 +421,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             check_loopback(args.url, args.allow_remote)
             targets = [external_target(args)]
+            if knobs["notify_rate"] and not targets[0].api_key:
+                print("error: this scenario posts notifications, which need the target's API key:"
+                      " pass --api-key or set API_KEY (make loadtest URL=... API_KEY=...), or "
+                      "--notify-rate 0", file=sys.stderr)
+                return 2
         else:
             targets = start_stacks(args, knobs["clients"])
         for target in targets:

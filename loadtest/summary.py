@@ -32,18 +32,36 @@ def _num(value: Any, digits: int = 1, unit: str = "") -> str:
 
 def _spread(run: dict) -> str:
     per_replica = _get(run, "locust", "clients", "per_replica") or {}
-    return " / ".join(str(n) for _, n in sorted(per_replica.items())) or "-"
+    return " / ".join(f"{name} {n}" for name, n in sorted(per_replica.items())) or "-"
+
+
+def _causes(counts: dict | None) -> str:
+    return ", ".join(f"{cause} {n:,}" for cause, n in (counts or {}).items()) or "none"
+
+
+def _verdict(run: dict) -> str:
+    verdict = run.get("verdict") or {}
+    status = verdict.get("status")
+    if status is None:
+        return "-"
+    reasons = verdict.get("machine_bound_evidence") or verdict.get("failures") or []
+    return status.upper() + (f" ({'; '.join(reasons)})" if reasons else "")
 
 
 # (label, getter, formatter, "higher is better" for the ratio column; None: no ratio)
 Row = tuple[str, Callable[[dict], Any], Callable[[Any], str], bool | None]
 
 ROWS: list[Row] = [
+    ("verdict", _verdict, str, None),
     ("clients connected / target",
      lambda r: (_get(r, "locust", "clients", "connected"), _get(r, "locust", "clients", "target")),
      lambda v: f"{_num(v[0])} / {_num(v[1])}", None),
     ("clients per replica", _spread, str, None),
     ("connect errors", lambda r: _get(r, "locust", "clients", "connect_errors"), _num, None),
+    ("errors by cause", lambda r: _get(r, "locust", "clients", "errors_by_cause"), _causes,
+     None),
+    ("dropped while connected, by reason",
+     lambda r: _get(r, "locust", "clients", "close_reasons"), _causes, None),
     ("connect rate (connects/s)", lambda r: _get(r, "locust", "clients", "connect_rate_per_s"),
      _num, True),
     ("connect time p50 / p99 (ms)",
@@ -57,6 +75,8 @@ ROWS: list[Row] = [
      lambda r: (_get(r, "locust", "delivery", "expected"),
                 _get(r, "locust", "delivery", "received")),
      lambda v: f"{_num(v[0])} / {_num(v[1])}", None),
+    ("missing deliveries by cause",
+     lambda r: _get(r, "locust", "delivery", "missing_by_cause"), _causes, None),
     ("deliveries/s (steady phase)", lambda r: _get(r, "locust", "throughput", "deliveries_per_s"),
      _num, True),
     ("fan-out latency p50 (ms)", lambda r: _get(r, "locust", "latency_ms", "fanout", "p50"),
@@ -81,6 +101,16 @@ ROWS += [
      lambda r: _get(r, "server", "memory", "web_kib_per_connection"), lambda v: _num(v, 1), False),
     ("generator CPU, busiest process (cores)",
      lambda r: _get(r, "generator", "busiest_process_cores_steady"), lambda v: _num(v, 2), None),
+    ("generator CPU-s per 1,000 deliveries / server's",
+     lambda r: (_get(r, "generator", "cpu_seconds_per_1000_deliveries"),
+                _get(r, "generator", "cpu_vs_server")),
+     lambda v: f"{_num(v[0], 3)} / {_num(v[1], 2)}x", None),
+    ("generator loop lag p99 (ms)",
+     lambda r: _get(r, "locust", "generator", "loop_lag_ms_steady", "p99"), _num, None),
+    ("machine: CPU steal / busy / runnable tasks",
+     lambda r: (_get(r, "machine", "steal_share"), _get(r, "machine", "busy_share"),
+                _get(r, "machine", "runnable_mean")),
+     lambda v: "-" if v[0] is None else f"{v[0]:.1%} / {v[1]:.0%} / {v[2]:.1f}", None),
 ]
 
 
