@@ -152,13 +152,6 @@ class Settings(BaseSettings):
             return [float(delay) for delay in value.split(",") if delay.strip()]
         return value
 
-    @field_validator("api_emit_events", mode="before")
-    @classmethod
-    def _split_events(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [event.strip() for event in value.split(",") if event.strip()]
-        return value
-
     @field_validator("api_emit_events")
     @classmethod
     def _no_reserved_events(cls, events: list[str]) -> list[str]:
@@ -172,11 +165,11 @@ class Settings(BaseSettings):
     def _spread_over_nodes(cls, value: SecretStr) -> SecretStr:
         return SecretStr(spread_amqp_urls(value.get_secret_value()))
 
-    @field_validator("cors_allowed_origins", mode="before")
+    @field_validator("cors_allowed_origins", "api_emit_events", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
     @field_validator("cors_allowed_origins")
