@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import datetime
 import hmac
-import json
 import logging
 import uuid
 
 from flask import Blueprint, abort, jsonify, make_response, request
 from pydantic import ValidationError
 
+from common import strict_json
 from common.auth import issue_token
 from common.contract import (
     ADMIN_NAMESPACE,
@@ -74,19 +74,15 @@ def create_notification():
 
 
 def _strict_json():
-    """The body as JSON, refusing NaN and Infinity: Python reads them, browsers' JSON.parse does
-    not, and socket.io-client drops its connection on them."""
+    """The body as JSON, read by the stack's strict codec: NaN and Infinity are refused (browsers'
+    JSON.parse rejects them, and socket.io-client drops its connection on them)."""
     limit = current_settings().max_message_bytes
     if len(request.get_data()) > limit:
         _fail(413, f"the body is larger than MAX_MESSAGE_BYTES ({limit} bytes)")
     if not request.is_json:
         _fail(415, "send JSON (Content-Type: application/json)")
-
-    def refuse(constant: str):
-        raise ValueError(f"{constant} is not JSON")
-
     try:
-        return json.loads(request.get_data(), parse_constant=refuse)
+        return strict_json.loads(request.get_data())
     except ValueError as exc:
         _fail(400, f"the body is not valid JSON: {exc}")
 
