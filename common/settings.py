@@ -44,6 +44,14 @@ def _own_address() -> str:
 DOCKER_DNS = ("127.0.0.11", 53)
 
 
+def _address_in_hosts_file() -> str | None:
+    """A container's address as /etc/hosts gives it for its own hostname."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return None
+
+
 def container_name(address: str, dns: tuple[str, int] = DOCKER_DNS,
                    timeout: float = 2.0) -> str | None:
     """The name Docker's DNS gives `address` (a PTR answer "proj-web-1.proj_front" ->
@@ -184,7 +192,10 @@ class Settings(BaseSettings):
         if not self.replica_address:
             object.__setattr__(self, "replica_address", f"{_own_address()}:{self.web_port}")
         if self.replica_id_from_dns and "replica_id" not in self.model_fields_set:
-            name = container_name(self.replica_host or _own_address())
+            address = self.replica_host or _own_address()
+            if address.startswith("127."):  # no default route (the worker, on an internal network)
+                address = _address_in_hosts_file()
+            name = container_name(address) if address else None
             if name:
                 object.__setattr__(self, "replica_id", name)
         host, _, port = self.replica_address.rpartition(":")
