@@ -20,7 +20,14 @@ from typing import Any
 
 import kombu
 
-from common.jobs import DEAD_LETTER_QUEUE, JOBS_EXCHANGE, JOBS_QUEUE
+from common.jobs import (
+    DEAD_LETTER_QUEUE,
+    JOBS_EXCHANGE,
+    JOBS_QUEUE,
+    dead_letter_queue,
+    jobs_queue,
+    queue_kind,
+)
 
 BROWSE_LIMIT = 10_000  # messages looked at in one command
 
@@ -72,7 +79,8 @@ def browsing(amqp_url: str) -> Iterator[tuple[kombu.Connection, list[tuple[kombu
     with kombu.Connection(amqp_url, connect_timeout=5) as connection:
         channel = connection.channel()
         try:
-            queue = DEAD_LETTER_QUEUE(channel)
+            # On a cluster (several URLs) the queue is a quorum queue: declared as the worker does.
+            queue = dead_letter_queue(queue_kind(connection))(channel)
             queue.declare()
             taken = []
             while len(taken) < BROWSE_LIMIT:
@@ -124,7 +132,8 @@ def run(amqp_url: str, action: str, ident: str | None = None, every: bool = Fals
                     print(exc, file=sys.stderr)
                     continue
                 producer.publish(job, exchange=JOBS_EXCHANGE, routing_key=JOBS_QUEUE.routing_key,
-                                 declare=[JOBS_QUEUE], serializer="json",
+                                 declare=[jobs_queue(queue_kind(connection))],
+                                 serializer="json",
                                  delivery_mode="persistent")
             message.ack()
             done += 1

@@ -90,6 +90,11 @@ def test_three_nodes_and_quorum_job_queues_replicated_on_each(cluster_stack):
     for name in ("jobs", "jobs.dead"):
         assert found[name]["type"] == "quorum", found[name]
         assert sorted(found[name]["members"]) == sorted(f"rabbit@{node}" for node in NODES)
+    # The dead-letter command declares the queues as the worker does (no PRECONDITION_FAILED).
+    listed = subprocess.run(["docker", "exec", cluster_stack.container_ids("worker")[0], "python",
+                             "-m", "worker", "dead", "list"], capture_output=True, text=True,
+                            timeout=60)
+    assert listed.returncode == 0 and "no-such-job" in listed.stdout, listed.stderr[-2000:]
 
 
 class Load:
