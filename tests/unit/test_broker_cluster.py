@@ -1,15 +1,21 @@
-"""A RabbitMQ cluster in AMQP_URL: the URL list, and the queue kind that follows from it."""
+"""A RabbitMQ cluster in AMQP_URL: the URL list, the queue kind that follows from it, and a job
+cut off from its broker node."""
 
 from __future__ import annotations
 
 import random
+import time
+from concurrent.futures import wait
 
 import kombu
 import pytest
 from pydantic import ValidationError
 
-from common.jobs import dead_letter_queue, jobs_queue, queue_kind, retry_queue
+from common.contract import Event
+from common.jobs import Job, dead_letter_queue, job_message, jobs_queue, queue_kind, retry_queue
 from common.settings import Settings, spread_amqp_urls
+from tests.support.fakes import FakeEmitter, MemoryJobBroker
+from worker.consumer import JobCancelled, JobConsumer
 
 NODES = [f"amqp://app:secret@rabbitmq-{n}:5672//" for n in (1, 2, 3)]
 CLUSTER_URL = ";".join(NODES)
@@ -58,3 +64,24 @@ def test_several_nodes_make_the_job_queues_quorum_queues_one_node_keeps_them_cla
         assert make("quorum").queue_arguments["x-queue-type"] == "quorum"
     # A retry queue keeps its expiry back into the job queue either way.
     assert retry_queue(5, "quorum").queue_arguments["x-message-ttl"] == 5000
+
+
+def test_a_job_whose_broker_connection_was_lost_stops_at_its_next_emit():
+    """Its message goes back to the queue and to another worker: this copy must not finish too."""
+    broker, emitter = MemoryJobBroker([0.1]), FakeEmitter()
+    consumer = JobConsumer(broker.connection, emitter, [0.1])
+    try:
+        message = broker.deliver(job_message(Job.LONG_TASK, {"room": "r", "steps": 3,
+                                                             "step_seconds": 0.3}))
+        consumer.on_job(message.payload, message)
+        running = consumer.running
+        time.sleep(0.45)  # into the second step
+        consumer.on_connection_revived()  # reconnected: the job was redelivered elsewhere
+        wait([running.future], timeout=5)
+        assert isinstance(running.future.exception(), JobCancelled)
+        assert consumer.running is None and not message.acknowledged
+        assert [e.data["step"] for e in emitter.events(Event.JOB_PROGRESS)] == [1]
+        assert emitter.events(Event.JOB_DONE) == []  # the emit after the loss raised
+    finally:
+        consumer._runner.shutdown(wait=True)
+        broker.close()
