@@ -24,6 +24,7 @@ from common.contract import (
     user_room,
 )
 from common.jobs import EnqueueFailed, Job, NotificationRequest, now_ms
+from web import upstream
 from web.errors import describe
 from web.extensions import current_job_queue, current_queue_manager, current_settings, socketio
 
@@ -164,9 +165,9 @@ def disconnect_user():
 # nothing acts on every member of a room across replicas (a user's connections; the admin UI's
 # "disconnect" or "join" for a selection). A replica's listener therefore takes one more kind of
 # `disconnect` message, carrying `CONTROL_KEY` {"action", ...} instead of a sid; every replica, the
-# sender's included unless `host_id` is the sender's, acts on its own connections. Relies on
-# `PubSubManager._handle_disconnect(self, message)` and `_publish(self, data)` (python-socketio
-# 5.18; checked by tests/unit/test_api_emit.py). A replica without the hook ignores the message.
+# sender's included unless `host_id` is the sender's, acts on its own connections. The two
+# python-socketio internals this needs are reached through web/upstream.py
+# (`publish_to_replicas`, `take_control_messages`).
 
 CONTROL_KEY = "replica_control"
 DISCONNECT_ROOM, ENTER_ROOM, LEAVE_ROOM, ANNOUNCE_SOCKETS = (
@@ -181,10 +182,8 @@ def control_message(action: str, namespace: str, host_id: str = _EVERY_HOST, **d
 
 def control_every_replica(server, action: str, namespace: str, **details) -> None:
     """Do `action` on every replica (through the broker), or here when there is no broker."""
-    manager = server.manager
-    if hasattr(manager, "_publish"):
-        manager._publish(control_message(action, namespace, **details))
-    else:
+    if not upstream.publish_to_replicas(server.manager, control_message(action, namespace,
+                                                                        **details)):
         _act(server, {"namespace": namespace, CONTROL_KEY: {"action": action, **details}})
 
 
@@ -227,23 +226,13 @@ def _act(server, message: dict) -> None:
         log.warning("unknown replica control %r ignored", action)
 
 
-def _accept_control_messages(manager) -> None:
-    handle = manager._handle_disconnect
-
-    def handle_disconnect(message: dict) -> None:
-        if isinstance(message.get(CONTROL_KEY), dict):
-            _act(manager.server, message)
-        else:
-            handle(message)
-
-    manager._handle_disconnect = handle_disconnect
-
-
 @blueprint.record_once
 def _install_control_messages(state) -> None:
-    manager = socketio.server.manager if socketio.server is not None else None
-    if hasattr(manager, "_handle_disconnect"):
-        _accept_control_messages(manager)
+    if socketio.server is not None:
+        upstream.take_control_messages(
+            socketio.server.manager,
+            lambda message: isinstance(message.get(CONTROL_KEY), dict),
+            lambda message: _act(socketio.server, message))
 
 
 # -- the Socket.IO Admin UI across replicas --------------------------------------------------------
@@ -270,10 +259,9 @@ def instrument_for_admin_ui(server, settings) -> None:
 
     def on_admin_connect(sid, environ, auth=None):
         upstream_connect(sid, environ, auth)  # refuses wrong credentials; lists local sockets
-        manager = server.manager
-        if hasattr(manager, "_publish"):  # the other replicas list theirs
-            manager._publish(control_message(ANNOUNCE_SOCKETS, ADMIN_NAMESPACE,
-                                             host_id=manager.host_id, to=sid))
+        manager = server.manager  # the other replicas list theirs
+        upstream.publish_to_replicas(manager, control_message(
+            ANNOUNCE_SOCKETS, ADMIN_NAMESPACE, host_id=getattr(manager, "host_id", ""), to=sid))
 
     def announce_sockets(to: str) -> None:
         now = datetime.datetime.now(datetime.UTC).isoformat()

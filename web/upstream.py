@@ -22,6 +22,8 @@ in seconds, naming this module to re-read:
     socketio.Server._handle_eio_message(eio_sid, data)  wrapped per instance (message guard)
     socketio.Server._handle_event(eio_sid, namespace, id, data)  wrapped per instance (event names)
     socketio.Server._send_packet(eio_sid, pkt)  to answer a refused event's ack
+    socketio.pubsub_manager.PubSubManager._publish(data)  (publish_to_replicas) and
+      _handle_disconnect(message)  wrapped per instance (take_control_messages)
     socketio.base_manager.BaseManager._generate_ack_id(sid, callback)  wrapped per instance;
       attribute callbacks ({sid: {0: counter, id: callback}})
     socketio.Server._binary_packet       binary packets waiting for their attachments
@@ -104,6 +106,8 @@ MEMBERS_READ = {
     "socketio.server.Server._handle_event": "(self, eio_sid, namespace, id, data)",
     "socketio.server.Server._send_packet": "(self, eio_sid, pkt)",
     "socketio.base_manager.BaseManager._generate_ack_id": "(self, sid, callback)",
+    "socketio.pubsub_manager.PubSubManager._publish": "(self, data)",
+    "socketio.pubsub_manager.PubSubManager._handle_disconnect": "(self, message)",
     "geventwebsocket.websocket.WebSocket.validate_utf8": "(self, payload)",
     "geventwebsocket.websocket.WebSocket.read_message": "(self)",
     "flask_socketio.SocketIO._handle_event": "(self, handler, message, namespace, sid, *args)",
@@ -150,6 +154,32 @@ def install_limits(sio_server, limits: ClientLimits) -> None:
     sio_server._handle_event = EventNameCheck(sio_server, limits)
     manager = sio_server.manager
     manager._generate_ack_id = BoundedAcks(manager, limits)
+
+
+def publish_to_replicas(manager, message: dict) -> bool:
+    """Put a manager message on the fan-out exchange, for every replica's listener (this one's
+    too); False when there is no message queue (one process: nothing to reach)."""
+    publish = getattr(manager, "_publish", None)
+    if publish is None:
+        return False
+    publish(message)
+    return True
+
+
+def take_control_messages(manager, is_control, act) -> None:
+    """Let `act` take the `disconnect` messages of the fan-out exchange that `is_control`
+    recognizes (web/api.py's replica control); every other one goes to python-socketio."""
+    handle = getattr(manager, "_handle_disconnect", None)
+    if handle is None:
+        return  # no message queue: control is carried out locally
+
+    def handle_disconnect(message: dict) -> None:
+        if is_control(message):
+            act(message)
+        else:
+            handle(message)
+
+    manager._handle_disconnect = handle_disconnect
 
 
 def prefix_session_ids(eio_server, prefix: str) -> None:
