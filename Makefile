@@ -42,8 +42,9 @@ test-unit: $(VENV)/.installed ## unit tests only: no network, seconds
 test-integration: install ## integration tests: private RabbitMQ, nginx, 3 replicas, the worker
 	scripts/pytest.sh $(PY) tests/integration $(PYTEST_ARGS)
 
-vendor-js: node_modules/.installed ## copy the pinned Socket.IO client into web/static/vendor/ (commit it)
+vendor-js: node_modules/.installed ## copy the pinned Socket.IO client and admin UI into web/static/vendor/ (commit them)
 	scripts/vendor_js.sh
+	scripts/vendor_admin_ui.sh
 
 clean: ## remove the virtualenv, node_modules and test artifacts
 	rm -rf $(VENV) node_modules test-artifacts .pytest_cache
