@@ -119,5 +119,5 @@ loadtest-compare: $(VENV)/.installed $(LOADTEST_VENV)/.installed ## the same loa
 BENCH_KNOBS := SCENARIOS SYSTEMS CLIENTS RATE DURATION WARMUP DRAIN GENERATORS CONNECT_RATE SECTION \
 	STACK_REV
 .PHONY: bench
-bench: install ## benchmark this stack vs the Flask-SocketIO recipe vs Node socket.io (CLIENTS, RATE, DURATION, SCENARIOS); updates docs/benchmarks.md
+bench: install $(LOADTEST_VENV)/.installed ## benchmark this stack vs the Flask-SocketIO recipe vs Node socket.io (CLIENTS, RATE, DURATION, SCENARIOS); updates docs/benchmarks.md
 	$(PY) -m bench.run --replicas $(REPLICAS) $(strip $(foreach knob,$(BENCH_KNOBS),$(if $($(knob)),--$(shell echo $(knob) | tr A-Z_ a-z-) $($(knob)))))

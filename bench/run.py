@@ -363,6 +363,15 @@ def run_at_revision(args, argv: list[str]) -> int:
         shutil.rmtree(export, ignore_errors=True)
 
 
+def plot(results: Path, png: Path) -> None:
+    """The run's figure, drawn by bench/plot.py with matplotlib from the load-test virtualenv."""
+    python = ROOT / ".venv-loadtest" / "bin" / "python"
+    if not python.exists():
+        progress(f"no plot: {python.relative_to(ROOT)} is missing (make .venv-loadtest/.installed)")
+        return
+    subprocess.run([str(python), "-m", "bench.plot", str(results), str(png)], cwd=ROOT, check=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -445,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         args.markdown.write_text(markdown)
     if not args.no_docs:
         report.update_docs(args.docs, markdown, args.section)
+        plot(output, args.docs.with_name(f"benchmarks-{args.section or 'latest'}.png"))
     print(markdown)
     progress(f"results: {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}"
              + ("" if args.no_docs else f"; updated {args.docs.name}"))

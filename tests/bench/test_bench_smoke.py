@@ -63,6 +63,8 @@ def test_small_bench_delivers_everything_and_measures_every_system(tmp_path):
     assert updated.startswith("# Benchmarks\n\nbefore\n\n<!-- bench:begin -->")
     assert updated.endswith("<!-- bench:end -->\n\nafter\n") and "\nold\n" not in updated
     assert markdown in updated
+    plot = tmp_path / "benchmarks-latest.png"  # beside the docs it updated
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
 
 
 def test_docs_section_is_replaced_in_place_or_appended(tmp_path):
