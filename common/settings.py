@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     # server-to-client calls waiting for its acknowledgement (the oldest is forgotten beyond the
     # count, any is forgotten after the timeout; a late answer is then ignored).
     max_rooms_per_connection: int = Field(50, ge=1)
+    # What a client may have sent to many at once (my_broadcast_event, my_room_event): one such
+    # message costs every recipient's connection its size, so it is capped far below a message.
+    max_fanout_bytes: int = Field(16_384, ge=256)
     max_pending_acks: int = Field(100, ge=1)
     ack_timeout_seconds: float = Field(60.0, gt=0)
 

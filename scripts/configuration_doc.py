@@ -45,6 +45,8 @@ ROWS: list[tuple[tuple[str, ...], str, str | None]] = [
     (("max_outgoing_packets", "max_outgoing_bytes"), ("what may wait for one client that does not "
      "read; beyond either it is dropped"), None),
     (("max_rooms_per_connection",), "rooms a connection may join itself, per namespace", None),
+    (("max_fanout_bytes",), ("data a client may send to many at once (a broadcast, a room "
+     "event), JSON-encoded"), None),
     (("max_pending_acks", "ack_timeout_seconds"), ("server-to-client calls waiting for one "
      "client's answer: beyond the count the oldest is forgotten, after the timeout any is"), None),
     (("max_clients_per_replica",), ("gunicorn `worker_connections`; the open-file limit is raised "

@@ -21,7 +21,7 @@ from flask_socketio import (
     send,
 )
 
-from common import metrics
+from common import metrics, strict_json
 from common.auth import InvalidToken, user_from_token
 from common.contract import (
     MAIN_NAMESPACE,
@@ -36,6 +36,7 @@ from common.contract import (
 from common.jobs import Job
 from web.errors import BadRequest, report_error
 from web.extensions import current_client_limits, current_job_queue, current_settings, socketio
+from web.limits import FANOUT
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def on_my_event(payload):
 @socketio.on(Event.MY_BROADCAST_EVENT)
 def on_my_broadcast_event(payload):
     data = DataPayload.model_validate(payload).data
+    refuse_large_fanout(data)
     emit(Event.MY_RESPONSE, {"data": data, "count": _next_count()}, broadcast=True)
 
 
@@ -108,6 +110,17 @@ def on_join(payload):
     refuse_too_many_rooms(room)
     join_room(room)
     emit(Event.MY_RESPONSE, {"data": "In rooms: " + ", ".join(rooms()), "count": _next_count()})
+
+
+def refuse_large_fanout(data) -> None:
+    """What a client sends to many is capped (MAX_FANOUT_BYTES): a message within
+    MAX_MESSAGE_BYTES, broadcast, would cost every recipient that much and fill the outgoing
+    buffers of normal readers until they are cut as slow readers."""
+    size = len(strict_json.dumps(data).encode())
+    limit = current_settings().max_fanout_bytes
+    if size > limit:
+        current_client_limits().offence(FANOUT, request.sid, f"{size} bytes to many; refused")
+        raise BadRequest(f"data sent to many is at most {limit} bytes (this was {size})")
 
 
 def refuse_too_many_rooms(room: str, namespace: str | None = None) -> None:
@@ -139,6 +152,7 @@ def on_my_room_event(payload):
         # A user's room carries what the backend sends that user (notifications, job progress);
         # a client writing there could pose as the backend. A sid room is a direct message.
         raise BadRequest(f"room {message.room!r} belongs to a user: only the backend sends there")
+    refuse_large_fanout(message.data)
     emit(Event.MY_RESPONSE, {"data": message.data, "count": _next_count()}, to=message.room)
 
 

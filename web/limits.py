@@ -23,6 +23,7 @@ and logged once per offending connection (never once per packet):
   event_name       an event named like Socket.IO's own (connect, disconnect, ...), "*", or longer
                    than 100 characters -> refused before any handler runs
   rooms            joining more than MAX_ROOMS_PER_CONNECTION rooms (per namespace) -> refused
+  fanout_size      data above MAX_FANOUT_BYTES sent to many (a broadcast, a room) -> refused
   pending_acks     more than MAX_PENDING_ACKS server-to-client calls awaiting this client's answer
                    -> the oldest forgotten; any is forgotten after ACK_TIMEOUT_SECONDS
 """
@@ -51,6 +52,7 @@ OUTGOING_BUFFER = "outgoing_buffer"
 MALFORMED = "malformed"
 EVENT_NAME = "event_name"
 ROOMS = "rooms"
+FANOUT = "fanout_size"
 PENDING_ACKS = "pending_acks"
 
 # A client event must be named like an application's event: not like one Socket.IO itself uses

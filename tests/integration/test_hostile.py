@@ -37,7 +37,9 @@ def hostile():
     with running_stack("hostile stack", replicas=1, workers=0, extra_env={
         **STACK_ENV, "SERVER_EVENT_INTERVAL": "0", "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
         "EVENT_RATE_PER_SECOND": str(EVENT_RATE), "EVENT_BURST": str(EVENT_BURST),
-        "MAX_OUTGOING_PACKETS": "2000", "MAX_OUTGOING_BYTES": "2000000"}) as stack:
+        "MAX_OUTGOING_PACKETS": "2000", "MAX_OUTGOING_BYTES": "2000000",
+        # The slow-reader test fills a reader's outgoing buffer with 100 KB room messages.
+        "MAX_FANOUT_BYTES": "200000"}) as stack:
         yield stack
 
 

@@ -86,3 +86,19 @@ def test_unanswered_calls_expire(small_app, monkeypatch):
     [[response]] = client.events(Event.MY_RESPONSE)
     assert response["data"]["question"] == "new"
     client.disconnect()
+
+
+def test_what_a_client_sends_to_many_is_capped(small_app):
+    sender = TestClient(small_app, socketio)
+    reader = TestClient(small_app, socketio)
+    reader.get_received()
+    big = "x" * 20_000  # within a message, above MAX_FANOUT_BYTES (16,384)
+    for event, payload in ((Event.MY_BROADCAST_EVENT, {"data": big}),
+                           (Event.MY_ROOM_EVENT, {"room": "r", "data": big})):
+        refused = sender.emit(event, payload, callback=True)
+        assert "at most 16384 bytes" in refused["error"], event
+    assert reader.events(Event.MY_RESPONSE) == []
+    assert accepted(sender.emit(Event.MY_BROADCAST_EVENT, {"data": "x" * 1000}, callback=True))
+    assert len(reader.events(Event.MY_RESPONSE)) == 1
+    sender.disconnect()
+    reader.disconnect()
