@@ -34,6 +34,8 @@ from common.settings import Settings
 
 log = logging.getLogger(__name__)
 
+DEFAULT_EXCHANGE = kombu.Exchange("")  # routes to the queue named by the routing key
+
 
 @dataclass(frozen=True)
 class BrokerLimits:
@@ -85,7 +87,9 @@ class QueueManager(socketio.KombuManager):
             },
         )
         self.listener_queue_name = f"{channel}.{process_id or 'process'}.{uuid.uuid4().hex[:8]}"
-        self._outbox: queue.Queue[tuple[float, dict]] = queue.Queue(maxsize=limits.outbox_size)
+        # (queued at, message, queue name or None for the fan-out exchange)
+        self._outbox: queue.Queue[tuple[float, dict, str | None]] = queue.Queue(
+            maxsize=limits.outbox_size)
         self._publisher_lock = threading.Lock()
         self._publisher: threading.Thread | None = None
         self.publisher_connected = False
@@ -98,9 +102,17 @@ class QueueManager(socketio.KombuManager):
         return super().emit(*args, **kwargs)
 
     def _publish(self, data: dict) -> None:
+        self._put_in_outbox(data, None)
+
+    def publish_to_queue(self, queue_name: str, data: dict) -> None:
+        """Publish `data` to one queue (through the default exchange), after everything queued
+        for publishing before it; never blocks (web/recovery.py's session records)."""
+        self._put_in_outbox(data, queue_name)
+
+    def _put_in_outbox(self, data: dict, queue_name: str | None) -> None:
         self.start_publisher()
         try:
-            self._outbox.put_nowait((time.monotonic(), data))
+            self._outbox.put_nowait((time.monotonic(), data, queue_name))
             metrics.QUEUE_OUTBOX.inc()
         except queue.Full:
             metrics.QUEUE_LOST.labels("outbox_full").inc()
@@ -133,8 +145,12 @@ class QueueManager(socketio.KombuManager):
                     except queue.Empty:
                         self._keep_alive(connection)
                         continue
-                queued_at, data = message
-                producer.publish(self.json.dumps(data))
+                queued_at, data, queue_name = message
+                if queue_name is None:
+                    producer.publish(self.json.dumps(data))
+                else:
+                    producer.publish(self.json.dumps(data), exchange=DEFAULT_EXCHANGE,
+                                     routing_key=queue_name)
                 metrics.QUEUE_PUBLISHES.inc()
                 metrics.EMIT_LATENCY.observe(time.monotonic() - queued_at)
                 metrics.QUEUE_OUTBOX.dec()

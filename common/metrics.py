@@ -22,6 +22,15 @@ LIMIT_EXCEEDED = Counter("socketio_limit_exceeded_total",
                          "per refused handshake)", ["limit"])
 PACKETS_DROPPED = Counter("socketio_packets_dropped_total", "Malformed packets dropped", ["layer"])
 
+# Connection state recovery (web/recovery.py).
+RECOVERIES = Counter("socketio_recovery_connects_total",
+                     "Connections that asked for recovery: recovered, or a new session",
+                     ["outcome"])
+RECOVERY_REPLAYED = Counter("socketio_recovery_replayed_events_total",
+                            "Missed events sent to recovered connections")
+RECOVERY_READ_BACK = Counter("socketio_recovery_read_back_entries_total",
+                             "Log entries read back from the stream for recoveries")
+
 # The broker, in every process that uses it.
 QUEUE_PUBLISHES = Counter("broker_publishes_total", "Messages published to the fan-out exchange")
 QUEUE_PUBLISH_FAILURES = Counter("broker_publish_failures_total",

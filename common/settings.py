@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     # A replica's queue outlives a broker disconnection (nothing published meanwhile is lost)
     # until it has had no consumer for this long; then it is deleted, and the loss is counted.
     broker_queue_expiry_seconds: float = Field(30.0, ge=1)
+    # Connection state recovery (Socket.IO 4.6+ clients that ask for it, docs/design.md): a client
+    # that reconnects within this many seconds, to any replica, gets back its sid, its rooms and
+    # every event it missed; 0 switches it off. Missed events live in a RabbitMQ stream kept this
+    # long (plus a minute).
+    recovery_window_seconds: float = Field(120.0, ge=0, le=86_400)
+    # Recent events each replica keeps in memory for recoveries; older ones are read back from the
+    # stream.
+    recovery_memory_events: int = Field(10_000, ge=100)
 
     # Secrets.
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)

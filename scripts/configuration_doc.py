@@ -69,6 +69,10 @@ ROWS: list[tuple[tuple[str, ...], str, str | None]] = [
     (("drain_seconds",), "on SIGTERM, clients are moved to other replicas over this long", None),
     (("broker_queue_expiry_seconds",), ("a replica's broker queue outlives a disconnection this "
      "long"), None),
+    (("recovery_window_seconds",), ("a client that asks for connection state recovery and "
+     "reconnects within this long gets back its sid, rooms and missed events (`0`: off)"), None),
+    (("recovery_memory_events",), ("recent events each replica keeps in memory for recoveries "
+     "(older ones are read from the stream)"), None),
     (("worker_health_port", "health_host"), ("the worker's `/healthz`, `/readyz`, `/metrics` "
      "(`0`: off)"), None),
     (("log_level",), "", None),  # empty: its choices, from the model

@@ -15,13 +15,14 @@ from flask.json.provider import DefaultJSONProvider
 
 from common import metrics, strict_json
 from common.broker import QueueManager, create_queue_manager
-from common.contract import session_id_prefix
+from common.contract import CHAT_NAMESPACE, MAIN_NAMESPACE, session_id_prefix, user_room
 from common.jobs import JobQueue
 from common.settings import Settings, load_settings
 from web import upstream
 from web.drain import Drain
 from web.extensions import socketio
 from web.limits import ClientLimits, OriginCheck
+from web.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
     queue_manager = create_queue_manager(settings, write_only=False) if use_message_queue else None
     register_handlers()
     bind_socketio(app, settings, async_mode, queue_manager)
+    add_recovery(app, settings, queue_manager)
     add_drain(app)
     register_blueprints(app)
     add_admin_ui(settings)
@@ -92,6 +94,23 @@ class StrictJSONProvider(DefaultJSONProvider):
 
     def dumps(self, obj, **kwargs):
         return super().dumps(obj, allow_nan=False, **kwargs)
+
+
+def add_recovery(app: Flask, settings: Settings, queue_manager: QueueManager | None) -> None:
+    """Connection state recovery for the clients that ask (web/recovery.py); it needs the broker's
+    streams, so one process without a message queue has none."""
+    if queue_manager is None or not settings.recovery_window_seconds:
+        return
+    server = socketio.server
+    recovery = Recovery(server, queue_manager, window_seconds=settings.recovery_window_seconds,
+                        memory_events=settings.recovery_memory_events,
+                        namespaces=(MAIN_NAMESPACE, CHAT_NAMESPACE),
+                        replica_id=settings.replica_id,
+                        # a user's room comes back only with a valid token (events.on_connect)
+                        restores_room=lambda room: not room.startswith(user_room("")))
+    upstream.install_recovery(server, recovery)
+    app.extensions["recovery"] = recovery
+    server.start_background_task(recovery.run)
 
 
 def add_drain(app: Flask) -> None:

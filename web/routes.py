@@ -6,7 +6,7 @@ import hmac
 import logging
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, jsonify, request, send_from_directory
+from flask import Blueprint, Response, abort, current_app, jsonify, request, send_from_directory
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
@@ -36,6 +36,11 @@ def readyz():
     ready = broker["listener_bound"] and broker["publisher_connected"] and not draining
     body = {"status": "ready" if ready else "not ready", "draining": draining,
             "replica": current_settings().replica_id, "broker": broker}
+    recovery = current_app.extensions.get("recovery")
+    if recovery is not None:  # its streams read, so that clients that ask for recovery get it
+        body["recovery"] = recovery.status()
+        ready = ready and recovery.status()["ready"]
+        body["status"] = "ready" if ready else "not ready"
     return body, 200 if ready else 503
 
 

@@ -26,6 +26,18 @@ in seconds, naming this module to re-read:
       _handle_disconnect(message)  wrapped per instance (take_control_messages)
     socketio.base_manager.BaseManager._generate_ack_id(sid, callback)  wrapped per instance;
       attribute callbacks ({sid: {0: counter, id: callback}})
+    connection state recovery (web/recovery.py), wrapped per instance by install_recovery:
+      socketio.Server._handle_connect(eio_sid, namespace, data)  (the pid, the sid given back)
+      socketio.Server._send_packet  (the CONNECT answer gets its pid)
+      socketio.Server._send_eio_packet(eio_sid, eio_pkt)  (the fast path leaves recovering
+                                         clients to the log); Server._handle_disconnect(eio_sid,
+                                         namespace, reason=None) (the reason)
+      engineio.server.Server.generate_id  (BaseManager.pre_connect(eio_sid, namespace) takes the
+                                         sid from it: a recovered client's comes back)
+      socketio.base_manager.BaseManager.basic_enter_room(sid, namespace, room, eio_sid=None)
+      basic_leave_room(sid, namespace, room) basic_disconnect(sid, namespace, **kwargs)
+      get_rooms(sid, namespace); attribute rooms ({namespace: {room: bidict(sid: eio_sid)}})
+      socketio.packet.Packet.reconstruct_binary(data, attachments)
     socketio.Server._binary_packet       binary packets waiting for their attachments
     socketio.Server.manager_initialized  set to start the client manager with the replica
   Flask-SocketIO 5.7.0
@@ -106,6 +118,16 @@ MEMBERS_READ = {
     "socketio.server.Server._handle_event": "(self, eio_sid, namespace, id, data)",
     "socketio.server.Server._send_packet": "(self, eio_sid, pkt)",
     "socketio.base_manager.BaseManager._generate_ack_id": "(self, sid, callback)",
+    "socketio.server.Server._handle_connect": "(self, eio_sid, namespace, data)",
+    "socketio.server.Server._send_eio_packet": "(self, eio_sid, eio_pkt)",
+    "socketio.server.Server._handle_disconnect": "(self, eio_sid, namespace, reason=None)",
+    "socketio.base_manager.BaseManager.pre_connect": "(self, eio_sid, namespace)",
+    "socketio.base_manager.BaseManager.basic_enter_room": "(self, sid, namespace, room, "
+                                                          "eio_sid=None)",
+    "socketio.base_manager.BaseManager.basic_leave_room": "(self, sid, namespace, room)",
+    "socketio.base_manager.BaseManager.basic_disconnect": "(self, sid, namespace, **kwargs)",
+    "socketio.base_manager.BaseManager.get_rooms": "(self, sid, namespace)",
+    "socketio.packet.Packet.reconstruct_binary": "(data, attachments)",
     "socketio.pubsub_manager.PubSubManager._publish": "(self, data)",
     "socketio.pubsub_manager.PubSubManager._handle_disconnect": "(self, message)",
     "geventwebsocket.websocket.WebSocket.validate_utf8": "(self, payload)",
@@ -126,7 +148,7 @@ INSTANCE_ATTRIBUTES_READ = {
     "engineio.socket.Socket": ("queue", "closing", "closed", "sid", "server", "upgraded",
                                "connected", "upgrading", "last_ping"),
     "socketio.server.Server": ("_binary_packet", "manager_initialized", "manager", "eio"),
-    "socketio.base_manager.BaseManager": ("callbacks",),
+    "socketio.base_manager.BaseManager": ("callbacks", "rooms"),
 }
 
 CLOSE_MESSAGE_TOO_BIG = 1009  # RFC 6455 7.4.1
@@ -186,6 +208,82 @@ def prefix_session_ids(eio_server, prefix: str) -> None:
     """Engine.IO session ids start with `prefix`, which nginx routes by (see web/__init__.py)."""
     random_id = eio_server.generate_id
     eio_server.generate_id = lambda: prefix + random_id()
+
+
+def install_recovery(sio_server, recovery) -> None:
+    """Connection state recovery (policy in web/recovery.py): the pid in the CONNECT answer, the
+    sid given back, the fast path leaving recovery-capable clients to the log greenlet, and the
+    rooms and disconnects it must know of."""
+    handle_connect = sio_server._handle_connect
+    send_packet = sio_server._send_packet
+    send_eio_packet = sio_server._send_eio_packet
+    handle_disconnect = sio_server._handle_disconnect
+    generate_id = sio_server.eio.generate_id
+    manager = sio_server.manager
+    basic_enter_room = manager.basic_enter_room
+    basic_leave_room = manager.basic_leave_room
+    basic_disconnect = manager.basic_disconnect
+    recovery.send_eio_packet = send_eio_packet
+
+    def connect(eio_sid, namespace, data):
+        ns = namespace or "/"
+        if not recovery.wants(ns, data):
+            return handle_connect(eio_sid, namespace, data)
+        client = recovery.begin(eio_sid, ns, data)
+        try:
+            return handle_connect(eio_sid, namespace, data)
+        finally:
+            recovery.end(client)
+
+    def answer(eio_sid, pkt):
+        if pkt.packet_type == socketio_packet.CONNECT and recovery.connecting and isinstance(
+                pkt.data, dict):
+            client = recovery.connecting.get((eio_sid, pkt.namespace or "/"))
+            if client is not None and not client.answered:
+                client.answered = True
+
+                def send_answer(extra: dict) -> None:
+                    pkt.data = {**pkt.data, **extra}
+                    send_packet(eio_sid, pkt)
+
+                return recovery.answered(client, pkt.data["sid"], send_answer)
+        return send_packet(eio_sid, pkt)
+
+    def send_eio(eio_sid, eio_pkt):
+        if recovery.eio_sids and recovery.served_by_log(eio_sid, eio_pkt.data):
+            return None
+        return send_eio_packet(eio_sid, eio_pkt)
+
+    def disconnect(eio_sid, namespace, reason=None):
+        ns = namespace or "/"
+        sid = manager.sid_from_eio_sid(eio_sid, ns)
+        if sid is not None and recovery.is_tracked(sid, ns):
+            recovery.disconnecting(sid, ns, reason)
+        return handle_disconnect(eio_sid, namespace, reason)
+
+    def enter_room(sid, namespace, room, eio_sid=None):
+        basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if recovery.is_tracked(sid, namespace):
+            recovery.rooms_changed(sid, namespace)
+
+    def leave_room(sid, namespace, room):
+        basic_leave_room(sid, namespace, room)
+        if recovery.is_tracked(sid, namespace):
+            recovery.rooms_changed(sid, namespace)
+
+    def disconnect_sid(sid, namespace, **kwargs):
+        if recovery.is_tracked(sid, namespace):  # forgotten first: the leaves below are silent
+            recovery.disconnected(sid, namespace, manager.get_rooms(sid, namespace))
+        return basic_disconnect(sid, namespace, **kwargs)
+
+    sio_server._handle_connect = connect
+    sio_server._send_packet = answer
+    sio_server._send_eio_packet = send_eio
+    sio_server._handle_disconnect = disconnect
+    sio_server.eio.generate_id = lambda: recovery.forced_sid() or generate_id()
+    manager.basic_enter_room = enter_room
+    manager.basic_leave_room = leave_room
+    manager.basic_disconnect = disconnect_sid
 
 
 def start_client_manager(sio_server) -> None:

@@ -1,0 +1,186 @@
+"""Connection state recovery (web/recovery.py): its decisions, and its hooks in a real
+python-socketio server whose Engine.IO sends are recorded (no network, no broker)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import socketio
+
+from web import upstream
+from web.recovery import (
+    CONNECTED,
+    ENDED,
+    GONE,
+    Recovery,
+    addressed_to,
+    left_at,
+    namespace_of,
+    parse_offset,
+    replayable,
+    supersedes,
+)
+
+
+def emit(room=None, *, namespace="/", skip_sid=None, callback=None, event="my_response", data=None):
+    return {"method": "emit", "event": event, "data": [data or {"data": "x"}], "binary": False,
+            "namespace": namespace, "room": room, "skip_sid": skip_sid, "callback": callback,
+            "host_id": "h"}
+
+
+def test_what_is_replayed():
+    assert replayable(emit())
+    assert not replayable(emit(callback=["sid", "/", 1]))  # an ack cannot be restored elsewhere
+    assert not replayable({"method": "enter_room", "sid": "s", "room": "r"})
+    assert not replayable(None)
+
+
+@pytest.mark.parametrize("message, expected", [
+    (emit(), True),  # everyone
+    (emit(room="sid-1"), True),  # itself
+    (emit(room="r1"), True),
+    (emit(room=["x", "r1"]), True),
+    (emit(room="r2"), False),
+    (emit(namespace="/chat"), False),
+    (emit(skip_sid="sid-1"), False),
+    (emit(room="r1", skip_sid=["other", "sid-1"]), False),
+])
+def test_addressed_to(message, expected):
+    assert addressed_to(message, "sid-1", {"r1"}, "/") is expected
+
+
+@pytest.mark.parametrize("encoded, namespace", [
+    ('2["a",1]', "/"), ('2/chat,["a"]', "/chat"), ('51-/chat,["a",{"_placeholder":true}]', "/chat"),
+    ('51-["a",{"_placeholder":true,"num":0}]', "/"), ('2/chat', "/chat"),
+])
+def test_namespace_of_an_encoded_packet(encoded, namespace):
+    assert namespace_of(encoded) == namespace
+
+
+def test_offsets_are_what_the_server_gave():
+    assert parse_offset("42") == 42
+    for bad in (None, 42, "", "-1", "4.2", "1" * 25, "abc"):
+        assert parse_offset(bad) is None
+
+
+def test_when_a_session_left():
+    assert left_at({"state": GONE, "at": 10.0, "replica": "a"}, {"a": 50.0}) == 10.0
+    # Still recorded as connected: its replica's last heartbeat (a killed replica stops them).
+    assert left_at({"state": CONNECTED, "at": 10.0, "replica": "a"}, {"a": 50.0}) == 50.0
+    assert left_at({"state": CONNECTED, "at": 10.0, "replica": "b"}, {"a": 50.0}) == 10.0
+
+
+def test_a_late_record_of_an_older_connection_changes_nothing():
+    assert supersedes({"generation": 2}, {"generation": 1})
+    assert supersedes({"generation": 2}, None)
+    assert not supersedes({"generation": 1, "state": GONE}, {"generation": 2})
+
+
+# -- the hooks in a real python-socketio server --------------------------------------------------
+
+class RecordingManager(socketio.Manager):
+    """python-socketio's in-process manager with what Recovery uses of common.broker's."""
+
+    channel = "test"
+    host_id = "0123456789abcdef"
+    records: list
+
+    def publish_to_queue(self, queue_name, data):
+        self.records.append(data)
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def replica():
+    manager = RecordingManager()
+    manager.records = []
+    server = socketio.Server(client_manager=manager, async_mode="threading")
+    server.register_namespace(socketio.Namespace("/"))
+    server.manager_initialized = True
+    server.manager.initialize()
+    sent: list[tuple[str, str]] = []  # (eio_sid, encoded Socket.IO packet)
+    server.eio.send = lambda eio_sid, data: sent.append((eio_sid, data))
+    server.eio.send_packet = lambda eio_sid, pkt: sent.append((eio_sid, pkt.data))
+    clock = Clock()
+    recovery = Recovery(server, manager, window_seconds=120, memory_events=100,
+                        namespaces=("/",), replica_id="web-1", clock=clock)
+    upstream.install_recovery(server, recovery)
+    recovery.logged(0, {"method": "recovery_mark"})
+    return server, recovery, sent, clock
+
+
+def connect(server, eio_sid, auth):
+    server._handle_eio_connect(eio_sid, {})
+    server._handle_connect(eio_sid, "/", auth)
+
+
+def events_to(sent, eio_sid):
+    return [json.loads(data[1:]) for sid, data in sent if sid == eio_sid and data[0] == "2"]
+
+
+def test_a_client_that_asks_gets_a_pid_and_offsets_others_do_not(replica):
+    server, recovery, sent, _ = replica
+    connect(server, "e1", {"recover": True})
+    connect(server, "e2", None)
+    answer = next(json.loads(data[1:]) for sid, data in sent if sid == "e1" and data[0] == "0")
+    assert answer["pid"] and answer["sid"]
+    assert not any("pid" in data for sid, data in sent if sid == "e2")
+
+    server.emit("my_response", {"n": 1})  # the fast path: only the client that did not ask
+    recovery.logged(1, emit(data={"n": 1}))  # the log: only the one that asked, with its offset
+    assert events_to(sent, "e1") == [["my_response", {"n": 1}, "1"]]
+    assert events_to(sent, "e2") == [["my_response", {"n": 1}]]
+
+
+def test_reconnecting_within_the_window_gets_sid_rooms_and_missed_events_once(replica):
+    server, recovery, sent, clock = replica
+    connect(server, "e1", {"recover": True})
+    answer = next(json.loads(data[1:]) for sid, data in sent if sid == "e1" and data[0] == "0")
+    sid, pid = answer["sid"], answer["pid"]
+    server.enter_room(sid, "room-a", namespace="/")
+    recovery.logged(1, emit(room="room-a", data={"n": 1}))
+    server._handle_eio_disconnect("e1", server.reason.TRANSPORT_CLOSE)
+    assert recovery.sessions[pid]["state"] == GONE
+    assert recovery.sessions[pid]["rooms"] == sorted(["room-a", sid])
+
+    recovery.logged(2, emit(room="room-a", data={"n": 2}))
+    recovery.logged(3, emit(room="elsewhere", data={"n": 3}))
+    recovery.logged(4, emit(data={"n": 4}))
+    clock.now += 60
+    connect(server, "e9", {"recover": True, "pid": pid, "offset": "1"})
+    answer = next(json.loads(data[1:]) for s, data in sent if s == "e9" and data[0] == "0")
+    assert answer == {"sid": sid, "pid": pid}  # the client sees `recovered`
+    assert events_to(sent, "e9") == [["my_response", {"n": 2}, "2"],
+                                     ["my_response", {"n": 4}, "4"]]
+    assert "room-a" in server.rooms(sid, namespace="/")
+    recovery.logged(5, emit(room="room-a", data={"n": 5}))
+    assert events_to(sent, "e9")[-1] == ["my_response", {"n": 5}, "5"]
+
+
+def test_past_the_window_or_an_unknown_pid_is_a_new_session(replica):
+    server, recovery, sent, clock = replica
+    connect(server, "e1", {"recover": True})
+    answer = next(json.loads(data[1:]) for sid, data in sent if sid == "e1" and data[0] == "0")
+    server._handle_eio_disconnect("e1", server.reason.TRANSPORT_CLOSE)
+    clock.now += 121
+    connect(server, "e2", {"recover": True, "pid": answer["pid"], "offset": "0"})
+    connect(server, "e3", {"recover": True, "pid": "made-up", "offset": "0"})
+    for eio_sid in ("e2", "e3"):
+        new = next(json.loads(data[1:]) for s, data in sent if s == eio_sid and data[0] == "0")
+        assert new["pid"] != answer["pid"] and new["sid"] != answer["sid"]
+
+
+def test_leaving_on_purpose_is_not_recoverable(replica):
+    server, recovery, sent, _ = replica
+    connect(server, "e1", {"recover": True})
+    answer = next(json.loads(data[1:]) for sid, data in sent if sid == "e1" and data[0] == "0")
+    server._handle_eio_disconnect("e1", server.reason.CLIENT_DISCONNECT)
+    assert answer["pid"] not in recovery.sessions
+    assert recovery.manager.records[-1]["state"] == ENDED
