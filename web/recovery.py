@@ -56,6 +56,7 @@ PREFETCH = 1000
 READ_BACK_TIMEOUT_SECONDS = 5.0
 
 CONNECTED, GONE, ENDED = "connected", "gone", "ended"
+ROOMS = "recovery_rooms"  # a log entry: a client's rooms from here on
 
 
 class RecoveryUnavailable(Exception):
@@ -77,6 +78,7 @@ class Client:
     answered: bool = False
     sid: str | None = None
     since: int = -1  # everything addressed to it up to this offset was sent to it
+    view: frozenset = frozenset()  # its rooms as of the log entry being delivered
     generation: int = 1
 
 
@@ -159,6 +161,9 @@ class Recovery:
         self.connecting: dict[tuple[str, str], Client] = {}  # (eio_sid, namespace)
         self.clients: dict[tuple[str, str], Client] = {}  # (eio_sid, namespace)
         self.by_sid: dict[str, dict[str, Client]] = {}  # namespace -> sid -> client
+        # namespace -> room -> clients, in log order: a room change is applied when the log
+        # greenlet reaches it, so an emit to a room just before leaving it still arrives.
+        self.members: dict[str, dict[str, set[Client]]] = {}
         self.eio_sids: collections.Counter[str] = collections.Counter()  # the fast path skips
         self.forced_sids: dict[int, str] = {}  # thread/greenlet id -> the sid to give back
         self.disconnect_reasons: dict[tuple[str, str], str] = {}
@@ -242,6 +247,7 @@ class Recovery:
                 self._send(client.eio_sid, self.packets(message, offset))
                 sent += 1
         client.since, client.missed = last, []
+        self._set_view(client, rooms)
         self.clients[(client.eio_sid, namespace)] = client
         self.by_sid.setdefault(namespace, {})[sid] = client
         self.eio_sids[client.eio_sid] += 1
@@ -272,7 +278,30 @@ class Recovery:
     def rooms_changed(self, sid: str, namespace: str) -> None:
         client = self.by_sid.get(namespace, {}).get(sid)
         if client is not None:
-            self._record(client, CONNECTED, self.manager.get_rooms(sid, namespace))
+            rooms = self.manager.get_rooms(sid, namespace)
+            self._record(client, CONNECTED, rooms)
+            # In the log after every emit this replica published before it (one outbox).
+            self.manager.publish_to_queue(self.log_name, {
+                "method": ROOMS, "namespace": namespace, "sid": sid, "rooms": rooms})
+
+    def _set_view(self, client: Client, rooms) -> None:
+        members = self.members.setdefault(client.namespace, {})
+        new = frozenset(rooms)
+        for room in client.view - new:
+            holders = members.get(room)
+            if holders is not None:
+                holders.discard(client)
+                if not holders:
+                    del members[room]
+        for room in new - client.view:
+            members.setdefault(room, set()).add(client)
+        client.view = new
+
+    def _apply_rooms(self, message: dict) -> None:
+        client = self.by_sid.get(message.get("namespace") or "/", {}).get(message.get("sid"))
+        rooms = message.get("rooms")
+        if client is not None and isinstance(rooms, list):
+            self._set_view(client, [r for r in rooms if isinstance(r, str)])
 
     def disconnecting(self, sid: str, namespace: str, reason: str | None) -> None:
         self.disconnect_reasons[(namespace, sid)] = reason
@@ -283,6 +312,7 @@ class Recovery:
         if client is None:
             return
         self.clients.pop((client.eio_sid, namespace), None)
+        self._set_view(client, ())
         self._forget_eio_sid(client.eio_sid)
         reasons = self.server.reason
         recoverable = reason in (reasons.TRANSPORT_CLOSE, reasons.TRANSPORT_ERROR,
@@ -333,6 +363,9 @@ class Recovery:
         if self.position < 0:
             self.memory_from = offset - 1
         self.position = offset
+        if isinstance(message, dict) and message.get("method") == ROOMS:
+            self._apply_rooms(message)
+            return
         if not replayable(message):
             return
         if len(self.memory) == self.memory.maxlen:
@@ -356,9 +389,9 @@ class Recovery:
         if room is None:
             chosen = list(clients.values())
         else:
-            rooms = self.manager.rooms.get(namespace, {})
-            chosen = {clients[sid] for r in (room if isinstance(room, list) else [room])
-                      for sid in rooms.get(r, ()) if sid in clients}
+            members = self.members.get(namespace, {})
+            chosen = {client for r in (room if isinstance(room, list) else [room])
+                      for client in members.get(r, ())}
         skip = message.get("skip_sid")
         if skip is None:
             return list(chosen)

@@ -136,6 +136,7 @@ def test_page_reconnects_after_its_replica_restarts(open_tab, stack):
     page = tab.page
     replica_id = tab.replica()
     session_before = page.locator("#session").inner_text()
+    expect(page.locator("#recovery")).to_have_text("new session")
     replica = next(r for r in stack.web if r.replica_id == replica_id)
     assert session_before.startswith(f"127.0.0.1.{replica.port}."), session_before
 
@@ -150,6 +151,8 @@ def test_page_reconnects_after_its_replica_restarts(open_tab, stack):
 
     tab.wait_connected(timeout_ms=30_000)
     assert page.locator("#session").inner_text() != session_before
+    # The page asks for connection state recovery: on another replica it gets its session back.
+    expect(page.locator("#recovery")).to_have_text("recovered")
     print(f"reconnected on {tab.replica()} {time.monotonic() - started:.1f}s after SIGTERM "
           f"to {replica_id}")
     # Working again, not merely "connected": the echo round trip goes through.

@@ -184,3 +184,21 @@ def test_leaving_on_purpose_is_not_recoverable(replica):
     server._handle_eio_disconnect("e1", server.reason.CLIENT_DISCONNECT)
     assert answer["pid"] not in recovery.sessions
     assert recovery.manager.records[-1]["state"] == ENDED
+
+
+def test_an_emit_to_a_room_just_before_leaving_it_still_arrives(replica):
+    """Room changes reach the log greenlet in log order, after the emits published before them
+    (the demo's close_room: "Room ... is closing", then everyone leaves)."""
+    server, recovery, sent, _ = replica
+    connect(server, "e1", {"recover": True})
+    sid = next(json.loads(data[1:]) for s, data in sent if s == "e1" and data[0] == "0")["sid"]
+    server.enter_room(sid, "room-a", namespace="/")
+    joined = recovery.manager.records[-1]
+    assert joined["method"] == "recovery_rooms" and "room-a" in joined["rooms"]
+    recovery.logged(1, joined)
+    server.leave_room(sid, "room-a", namespace="/")  # applied here at once...
+    left = recovery.manager.records[-1]
+    recovery.logged(2, emit(room="room-a", data={"n": "closing"}))  # ...published before it
+    recovery.logged(3, left)
+    recovery.logged(4, emit(room="room-a", data={"n": "after"}))
+    assert events_to(sent, "e1") == [["my_response", {"n": "closing"}, "2"]]

@@ -31,8 +31,12 @@
   }
 
   // The first io() call creates the connection (the Manager); the second one reuses it.
-  const socket = io(NAMESPACE.main, { transports: chosenTransports(), auth: {} });
-  const chat = io(NAMESPACE.chat);
+  // `recover: true` asks for connection state recovery: after a lost connection the server gives
+  // back the session, its rooms and what it missed (`socket.recovered`). Every event then carries
+  // one more argument, its offset, after the event's own: handlers check an ack's type.
+  const RECOVER = { recover: true };
+  const socket = io(NAMESPACE.main, { transports: chosenTransports(), auth: { ...RECOVER } });
+  const chat = io(NAMESPACE.chat, { auth: { ...RECOVER } });
 
   // -- small helpers ---------------------------------------------------------------------------
 
@@ -98,6 +102,7 @@
     byId("disconnect-button").disabled = state !== "connected";
     byId("connect-button").disabled = state !== "disconnected";
     if (state !== "connected") {
+      byId("recovery").textContent = "–";
       byId("replica").textContent = "–";
       byId("transport").textContent = "–";
       byId("session").textContent = "–";
@@ -118,8 +123,11 @@
     setStatus("connected", "connected");
     // The Engine.IO session id starts with the replica's address: nginx routes by it.
     byId("session").textContent = socket.io.engine.id;
+    byId("recovery").textContent = socket.recovered ? "recovered" : "new session";
     refreshServerInfo();
-    log("connect", "connected to the main namespace");
+    log("connect", socket.recovered
+      ? "reconnected: session, rooms and missed events recovered"
+      : "connected to the main namespace");
     socket.emit(EVENT.MY_EVENT, { data: "I'm connected!" });
     rejoinRooms();
   });
@@ -171,7 +179,7 @@
 
   /** Reconnect the main namespace so the server sees the new `auth` (same replica, same session). */
   function reconnectWith(auth) {
-    socket.auth = auth;
+    socket.auth = { ...auth, ...RECOVER };
     socket.disconnect();
     setStatus("connecting", "connecting…");
     socket.connect();
@@ -223,7 +231,7 @@
     // Events pushed from a backend (POST /api/emit) may carry no count.
     const count = typeof msg.count === "number" ? "#" + msg.count + ": " : "";
     log(EVENT.MY_RESPONSE, count + describe(msg.data));
-    if (ack) ack(); // disconnect_request waits for this before it disconnects us
+    if (typeof ack === "function") ack(); // disconnect_request waits for it before disconnecting us
   });
 
   socket.on(EVENT.ERROR_RESPONSE, (err) => log(EVENT.ERROR_RESPONSE, err.event + ": " + err.error));
@@ -231,7 +239,7 @@
 
   socket.on(EVENT.CLIENT_QUESTION, (msg, ack) => {
     log(EVENT.CLIENT_QUESTION, describe(msg.data));
-    if (ack) ack("answered by the demo page");
+    if (typeof ack === "function") ack("answered by the demo page");
   });
 
   socket.on(EVENT.SERVER_EVENT, (msg) => {
