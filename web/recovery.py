@@ -36,6 +36,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import kombu
@@ -167,7 +168,8 @@ class Recovery:
         self.eio_sids: collections.Counter[str] = collections.Counter()  # the fast path skips
         self.forced_sids: dict[int, str] = {}  # thread/greenlet id -> the sid to give back
         self.disconnect_reasons: dict[tuple[str, str], str] = {}
-        self.send_eio_packet = server._send_eio_packet  # the unwrapped one (set before install)
+        # The server's own (unwrapped) packet writer; web/upstream.py's install_recovery sets it.
+        self.send_eio_packet: Callable[[str, object], None] | None = None
         self.bound = False
 
     # -- the handshake (called by web/upstream.py's wrappers) ---------------------------------
