@@ -60,10 +60,15 @@ def queues(stack, via: str) -> dict[str, dict]:
 
 
 def queue_nodes(stack, via: str) -> dict[str, str]:
-    """Queue name -> the node its process runs on (a classic queue lives on one node)."""
+    """Classic queue name -> the node its process runs on (a classic queue lives on one node;
+    quorum queues and the recovery streams are replicated and have no single pid)."""
     lines = rabbitmqctl(stack, via, "list_queues", "name", "pid", "--no-table-headers")
-    return {name: re.match(r"<(rabbit@[^.]+)\.", pid).group(1)
-            for name, pid in (line.split("\t") for line in lines.splitlines() if "\t" in line)}
+    nodes = {}
+    for name, pid in (line.split("\t") for line in lines.splitlines() if "\t" in line):
+        node = re.match(r"<(rabbit@[^.]+)\.", pid)
+        if node is not None:
+            nodes[name] = node.group(1)
+    return nodes
 
 
 def inside(container_name: str, path: str) -> str:
