@@ -10,9 +10,11 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 import pytest
+import requests
 
 from common.auth import issue_token
 from scripts.stack import MissingDependency, Stack, StartupFailed, free_port
+from tests.support.waiting import wait_until
 
 # The environment of every test stack: known secrets (the tests sign tokens and call the API with
 # them), fast job retries, a frequent server event.
@@ -35,6 +37,12 @@ def api_headers(key: str = STACK_ENV["API_KEY"]) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def recovery_ready(replica_url: str) -> bool:
+    """Whether a replica reads its recovery streams (readiness shows it without requiring it)."""
+    status = requests.get(f"{replica_url}/readyz", timeout=5).json().get("recovery")
+    return status is None or status["ready"]
+
+
 @contextlib.contextmanager
 def running_stack(label: str, prepare: Callable[[Stack], None] | None = None,
                   **options) -> Iterator[Stack]:
@@ -52,6 +60,9 @@ def running_stack(label: str, prepare: Callable[[Stack], None] | None = None,
         native.stop()
         pytest.fail(f"cannot start the {label}: {exc}", pytrace=False)
     try:
+        for replica in native.web:
+            wait_until(lambda url=replica.url: recovery_ready(url), timeout=30,
+                       what=f"{replica.replica_id}'s recovery log reader to be ready")
         yield native
     finally:
         native.stop()
