@@ -16,6 +16,7 @@ from common.auth import issue_token
 from common.contract import (
     ADMIN_NAMESPACE,
     APP_NAMESPACES,
+    CHAT_NAMESPACE,
     EMIT_BATCH_MAX,
     MAIN_NAMESPACE,
     DisconnectRequest,
@@ -26,7 +27,13 @@ from common.contract import (
 from common.jobs import EnqueueFailed, Job, NotificationRequest, now_ms
 from web import upstream
 from web.errors import describe
-from web.extensions import current_job_queue, current_queue_manager, current_settings, socketio
+from web.extensions import (
+    current_job_queue,
+    current_presence,
+    current_queue_manager,
+    current_settings,
+    socketio,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +164,35 @@ def disconnect_user():
                           namespace=MAIN_NAMESPACE, whole_connection=True)
     log.info("disconnecting user %r on every replica", request_.user)
     return {"user": request_.user}, 202
+
+
+# -- presence (web/presence.py): what this replica's view of the cluster says ------------------
+
+PRESENCE_NAMESPACES = (MAIN_NAMESPACE, CHAT_NAMESPACE)
+MAX_ROOM_CHARS = 200
+
+
+@blueprint.get("/presence")
+def presence():
+    """Who is connected: to a namespace (`?namespace=`, default /) or one of its rooms
+    (`?room=`), on every replica: signed-in users by id, the others counted."""
+    _require_api_key()
+    namespace = request.args.get("namespace", MAIN_NAMESPACE)
+    room = request.args.get("room")
+    if namespace not in PRESENCE_NAMESPACES:
+        _fail(400, f"namespace must be one of {', '.join(PRESENCE_NAMESPACES)}")
+    if room is not None and not 1 <= len(room) <= MAX_ROOM_CHARS:
+        _fail(400, f"room must be 1 to {MAX_ROOM_CHARS} characters")
+    view = current_presence()
+    return {"namespace": namespace, "room": room, **view.room(namespace, room).summary(),
+            "replicas": len(view.replicas)}
+
+
+@blueprint.get("/users/<user>/connections")
+def user_connections(user: str):
+    """Every connection of one user, on every replica."""
+    _require_api_key()
+    return {"user": user, "connections": current_presence().connections_of(user)}
 
 
 # -- acting on the connections of every replica ----------------------------------------------------

@@ -16,7 +16,7 @@ from common.contract import (
 )
 from web.errors import BadRequest, report_error
 from web.events import refuse_too_many_rooms
-from web.extensions import current_settings, socketio
+from web.extensions import current_presence, current_settings, socketio
 from web.upstream import AnsweringNamespace
 
 
@@ -36,7 +36,10 @@ class ChatNamespace(AnsweringNamespace):
         session.setdefault("chat_rooms", set()).add(request.room)
         join_room(request.room)
         self._say(request.room, "server", f"{request.name} joined {request.room}")
-        return {"room": request.room, "replica": current_settings().replica_id}
+        # Who else is there, as of now; `presence` events tell what changes from here on.
+        members = current_presence().room(self.namespace, request.room).summary()
+        return {"room": request.room, "replica": current_settings().replica_id,
+                "members": members}
 
     def on_say(self, payload):
         request = ChatSayPayload.model_validate(payload)

@@ -78,7 +78,9 @@ def test_chat_join_acks_and_announces_to_the_room(connect):
     ack = bob.emit(Event.CHAT_JOIN, {"room": "lobby", "name": "bob"}, callback=True,
                    namespace=CHAT_NAMESPACE)
 
-    assert ack == {"room": "lobby", "replica": "unit-1"}
+    # Its own connection is among the members (one process: the view is brought up to date).
+    assert ack == {"room": "lobby", "replica": "unit-1",
+                   "members": {"users": [], "anonymous": 1, "connections": 1}}
     announcement = only(bob.events(Event.CHAT_MESSAGE, CHAT_NAMESPACE))
     assert announcement["room"] == "lobby"
     assert announcement["name"] == "server"
