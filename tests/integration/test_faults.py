@@ -19,7 +19,7 @@ from amqp.exceptions import NotFound
 
 from common.contract import Event
 from scripts.stack import Stack
-from tests.support.clients import RecordingClient
+from tests.support.clients import RecordingClient, on_replicas
 from tests.support.faultproxy import FaultProxy
 from tests.support.metrics import replica_metric
 from tests.support.stack import STACK_ENV, running_stack, user_auth
@@ -55,20 +55,6 @@ def faulty():
             stack.proxy.close()
 
 
-def on_replicas(stack, clients, wanted: set[str], **options) -> dict[str, RecordingClient]:
-    """One client on each wanted replica (new sessions go round-robin, so this is quick)."""
-    found: dict[str, RecordingClient] = {}
-    for _ in range(len(wanted) * 6):
-        client = RecordingClient(stack.url, **options).connect()
-        clients.append(client)
-        replica = client.info()["replica"]
-        if replica in wanted and replica not in found:
-            found[replica] = client
-        if set(found) == wanted:
-            return found
-    raise AssertionError(f"could not place clients on {sorted(wanted)}; got {sorted(found)}")
-
-
 def readiness(stack, index: int) -> int:
     try:
         return requests.get(f"{stack.web[index - 1].url}/readyz", timeout=2).status_code
@@ -95,7 +81,7 @@ def recover_everyone(stack, sender, receivers, unique, timeout: float) -> float:
 
 @pytest.mark.parametrize("outage_seconds", [3, 30])
 def test_broker_outage(faulty, clients, unique, outage_seconds):
-    placed = on_replicas(faulty, clients, {"web-1", "web-2", "web-3"})
+    placed = on_replicas(faulty.url, clients, {"web-1", "web-2", "web-3"})
     sender, others = placed["web-2"], [placed["web-1"], placed["web-3"]]
     local = RecordingClient(faulty.url).connect()  # a second client on web-2, for local delivery
     clients.append(local)
@@ -150,7 +136,7 @@ def test_jobs_survive_a_broker_restart(faulty, clients):
 
 
 def test_listener_reconnect_loses_nothing_published_meanwhile(faulty, clients, unique):
-    placed = on_replicas(faulty, clients, {"web-1", "web-2"})
+    placed = on_replicas(faulty.url, clients, {"web-1", "web-2"})
     cut_off, sender = placed["web-1"], placed["web-2"]
     reconnects_before = replica_metric(faulty, "broker_reconnects_total", LISTENER)
     faulty.proxy.cut()
