@@ -126,15 +126,15 @@ class ClusterView:
         return gap
 
     def expire(self, now: float, changes: Changes, keep: str) -> list[str]:
-        """Forget the replicas not heard of for EXPIRY_SECONDS (their connections leave)."""
-        gone = [replica for replica, state in self.replicas.items()
+        """Forget the replicas not heard of for EXPIRY_SECONDS (their connections leave); the
+        names of those forgotten."""
+        gone = [state for replica, state in self.replicas.items()
                 if replica != keep and now - state.heard_at > EXPIRY_SECONDS]
-        for replica in gone:
-            state = self.replicas[replica]
+        for state in gone:
             for namespace, sid in list(state.connections):
                 self._set(state, namespace, sid, None, changes)
-            del self.replicas[replica]
-        return gone
+            del self.replicas[state.id]
+        return [state.name for state in gone]
 
     def _set(self, state: ReplicaState, namespace: str, sid: str,
              connection: tuple[str | None, tuple[str, ...]] | None, changes: Changes) -> None:

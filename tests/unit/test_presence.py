@@ -102,14 +102,15 @@ def test_a_full_list_replaces_what_was_known_of_its_replica():
 def test_a_replica_not_heard_of_leaves_with_its_connections_but_never_this_one():
     view = ClusterView()
     apply(view, "me", message(1, ["/", "s1", "alice", ["r"]], full=True), now=0.0)
-    apply(view, "dead", message(1, ["/", "s2", "bob", ["r"]], full=True), now=0.0)
+    apply(view, "dead", message(1, ["/", "s2", "bob", ["r"]], full=True, name="web-dead"),
+          now=0.0)
     apply(view, "alive", message(1, full=True), now=0.0)
     apply(view, "alive", message(2), now=EXPIRY_SECONDS)
 
     changes = Changes()
     gone = view.expire(EXPIRY_SECONDS + 1, changes, keep="me")
 
-    assert gone == ["dead"]
+    assert gone == ["web-dead"]
     assert changes.events(view) == [("/", "r", {"room": "r", "joined": [], "left": ["bob"],
                                                 "users": 1, "anonymous": 0})]
     assert set(view.replicas) == {"me", "alive"}
