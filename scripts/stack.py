@@ -154,7 +154,15 @@ def app_replica(stack: Stack, replica: Replica) -> Service:
             "PYTHONUNBUFFERED": "1",
             **stack.replica_env_overrides.get(replica.index, {}),
         },
-        ready_url=f"{replica.url}/readyz")
+        ready_url=f"{replica.url}/readyz", ready_json=broker_connected)
+
+
+def broker_connected(readiness: dict) -> bool:
+    """A replica's /readyz says both broker connections are up. /readyz answers 200 without them
+    (the replica serves its own clients); a stack starts with its broker running, so it waits for
+    them: a replica that cannot reach the broker is a start-up failure here."""
+    broker = readiness.get("broker") or {}
+    return bool(broker.get("listener_bound") and broker.get("publisher_connected"))
 
 
 def app_worker(stack: Stack, index: int) -> Service:

@@ -146,7 +146,7 @@ class ManagerOnFakeBroker(QueueManager):
         self.broker = broker  # before super().__init__(), which makes a first connection
         super().__init__("memory://", "unit-channel", limits=limits, **options)
 
-    def connect_to_broker(self) -> FakeConnection:
+    def connect_to_broker(self, **transport_options) -> FakeConnection:
         return self.broker.connect()
 
 
