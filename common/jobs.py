@@ -216,7 +216,8 @@ class JobQueue:
         self._queue = jobs_queue(queue_kind(self._connection))
         self._blocked: str | None = None  # RabbitMQ's reason while it blocks this connection
         self._was_blocked = False  # the connection may hold an unconfirmed publish: replace it
-        self._last_refusal: str | None = None  # reason of the last submission, if refused
+        # The reason the last submission was refused, and when (monotonic); None once one is taken.
+        self._last_refusal: tuple[str, float] | None = None
 
     def enqueue(self, name: str, args: dict[str, Any], job_id: str | None = None) -> str:
         message = job_message(name, args, job_id)
@@ -248,14 +249,17 @@ class JobQueue:
         return message["id"]
 
     def status(self) -> dict[str, Any]:
-        """For readiness: whether the broker blocks this process's job submissions, and why the
-        last submission was refused (None: it was accepted, or none was made)."""
+        """For readiness: whether the broker blocks this process's job submissions, and why and
+        how long ago the last submission was refused (None: it was taken, or none was made)."""
         if self._lock.acquire(blocking=False):  # never waits behind a submission
             try:
                 self._read_broker_notices()
             finally:
                 self._lock.release()
-        return {"blocked": self._blocked is not None, "last_refusal": self._last_refusal}
+        refusal = self._last_refusal
+        return {"blocked": self._blocked is not None,
+                "last_refusal": refusal and refusal[0],
+                "last_refusal_seconds_ago": refusal and round(time.monotonic() - refusal[1], 1)}
 
     def close(self) -> None:
         self._drop_connection()
@@ -332,6 +336,6 @@ class JobQueue:
         metrics.BROKER_PUBLISHER_BLOCKED.labels("jobs").set(0)
 
     def _refused(self, reason: str, message: str) -> EnqueueFailed:
-        self._last_refusal = reason
+        self._last_refusal = (reason, time.monotonic())
         metrics.JOB_SUBMISSIONS_REFUSED.labels(reason).inc()
         return EnqueueFailed(message, reason)

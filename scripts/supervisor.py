@@ -82,6 +82,22 @@ class Process:
             pass
 
 
+def wait_for_port(port: int, timeout: float, process: Process | None = None) -> None:
+    """Wait until something accepts connections on 127.0.0.1:`port`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None:
+            process.check_alive()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise StartupFailed(f"nothing listens on port {port} after {timeout:.0f}s: "
+                                    f"{exc}") from exc
+            time.sleep(0.05)
+
+
 def wait_for_http(url: str, timeout: float, process: Process | None = None,
                   accept: Callable[[object], bool] | None = None) -> None:
     """Wait until `url` answers 200 (and, with `accept`, a JSON body it accepts), or fail early if

@@ -48,6 +48,8 @@ def readyz():
 
 
 READY, DEGRADED, NOT_READY = "ready", "degraded", "not ready"
+# Submissions are the only probe of the job queue: an older refusal says nothing about it now.
+RECENT_REFUSAL_SECONDS = 60
 
 
 def assess_readiness(draining: bool, broker: dict | None, jobs: dict,
@@ -72,9 +74,9 @@ def assess_readiness(draining: bool, broker: dict | None, jobs: dict,
     if jobs["blocked"]:
         degraded["job_queue"] = ("the broker blocks job submissions (a memory or disk alarm): "
                                  "they are refused (503)")
-    elif jobs["last_refusal"]:
+    elif jobs["last_refusal"] and jobs["last_refusal_seconds_ago"] < RECENT_REFUSAL_SECONDS:
         degraded["job_queue"] = (f"the last job submission was refused "
-                                 f"({jobs['last_refusal']}); they answer 503 until one is taken")
+                                 f"({jobs['last_refusal']}): the job queue may be unreachable")
     if recovery is not None and not recovery["ready"]:
         degraded["recovery"] = ("the recovery log reader is not ready: clients that ask for "
                                 "recovery get a new session")
