@@ -192,15 +192,16 @@ class JobQueue:
 
     Create one per process and keep it. Publishing is serialized, so greenlets and threads may
     share it, and bounded: `enqueue()` returns the job id only once RabbitMQ confirmed the job
-    (publisher confirms), and raises EnqueueFailed within about `confirm_timeout` plus one
-    connection attempt per node when the broker is unreachable, refuses, or blocks publishers
-    during a resource alarm, instead of blocking the caller.
+    (publisher confirms), and raises EnqueueFailed when the broker is unreachable, refuses, or
+    blocks publishers during a resource alarm, instead of blocking the caller: after at most
+    `timeout` seconds of waiting for other submissions and for the broker's confirms, plus one
+    connection attempt per node (`connect_timeout` each) when it has to connect.
     """
 
-    def __init__(self, amqp_url: str, connect_timeout: float = 0.4, confirm_timeout: float = 1.0):
+    def __init__(self, amqp_url: str, connect_timeout: float = 0.4, timeout: float = 1.0):
         # With several nodes (a cluster), one connection attempt per node before giving up.
         self._attempts = amqp_url.count(";") + 1
-        self._confirm_timeout = confirm_timeout
+        self._timeout = timeout
         # transport_options bound the implicit connect of Producer()/default_channel too.
         self._connection = kombu.Connection(amqp_url, connect_timeout=connect_timeout,
                                             transport_options={
@@ -221,18 +222,18 @@ class JobQueue:
 
     def enqueue(self, name: str, args: dict[str, Any], job_id: str | None = None) -> str:
         message = job_message(name, args, job_id)
-        # Another submission may be waiting for its confirm: wait for it no longer than that.
-        if not self._lock.acquire(timeout=self._confirm_timeout):
+        deadline = time.monotonic() + self._timeout
+        # Another submission may be waiting for its confirm: wait for it within the same bound.
+        if not self._lock.acquire(timeout=self._timeout):
             raise self._refused("timeout", "another job submission is still waiting for the "
                                            "broker; nothing was queued")
         try:
             self._read_broker_notices()
             if self._blocked:
-                raise self._refused("blocked", f"the broker blocks publishers ({self._blocked}): "
-                                               "a resource alarm; nothing was queued")
-            self._check_broker_takes_publishes()
+                raise self._blocked_refusal()
+            self._check_broker_takes_publishes(deadline)
             try:
-                self._publish(message, exchange=JOBS_EXCHANGE,
+                self._publish(message, deadline, exchange=JOBS_EXCHANGE,
                               routing_key=JOBS_QUEUE.routing_key, declare=[self._queue],
                               delivery_mode="persistent")
             except (TimeoutError, *_CONNECTION_ERRORS) as exc:
@@ -266,13 +267,14 @@ class JobQueue:
 
     # -- the broker's side ------------------------------------------------------------------------
 
-    def _publish(self, body: Any, **options: Any) -> None:
-        """Publish `body` and wait for RabbitMQ's confirm, both bounded by confirm_timeout."""
-        self._connection.Producer().publish(
-            body, serializer="json", timeout=self._confirm_timeout,
-            confirm_timeout=self._confirm_timeout, **options)
+    def _publish(self, body: Any, deadline: float, **options: Any) -> None:
+        """Publish `body` and wait for RabbitMQ's confirm, both until `deadline` (monotonic)."""
+        # Never 0: py-amqp takes a confirm timeout of 0 for none, and would wait for good.
+        left = max(deadline - time.monotonic(), 0.05)
+        self._connection.Producer().publish(body, serializer="json", timeout=left,
+                                            confirm_timeout=left, **options)
 
-    def _check_broker_takes_publishes(self) -> None:
+    def _check_broker_takes_publishes(self, deadline: float) -> None:
         """Publish a message nobody receives and wait for its confirm.
 
         RabbitMQ tells a connection that it is blocked (connection.blocked) only after it
@@ -284,18 +286,14 @@ class JobQueue:
         """
         for attempt in (1, 2):
             try:
-                self._publish({}, exchange="", routing_key=PUBLISH_CHECK_ROUTING_KEY)
+                self._publish({}, deadline, exchange="", routing_key=PUBLISH_CHECK_ROUTING_KEY)
                 return
             except TimeoutError as exc:
-                if self._blocked:
-                    # Kept: its connection.unblocked says when the alarm is over.
-                    raise self._refused("blocked", f"the broker blocks publishers "
-                                                   f"({self._blocked}): a resource alarm; nothing "
-                                                   "was queued") from exc
+                if self._blocked:  # the connection is kept: its connection.unblocked ends it
+                    raise self._blocked_refusal() from exc
                 self._drop_connection()
                 raise self._refused("timeout", f"the broker did not confirm within "
-                                               f"{self._confirm_timeout}s; nothing was "
-                                               "queued") from exc
+                                               f"{self._timeout}s; nothing was queued") from exc
             except _CONNECTION_ERRORS as exc:
                 self._drop_connection()
                 if attempt == 2:
@@ -334,6 +332,10 @@ class JobQueue:
         self._blocked = None
         self._was_blocked = False
         metrics.BROKER_PUBLISHER_BLOCKED.labels("jobs").set(0)
+
+    def _blocked_refusal(self) -> EnqueueFailed:
+        return self._refused("blocked", f"the broker blocks publishers ({self._blocked}): a "
+                                        "resource alarm; nothing was queued")
 
     def _refused(self, reason: str, message: str) -> EnqueueFailed:
         self._last_refusal = (reason, time.monotonic())

@@ -72,7 +72,7 @@ def create_notification():
         current_job_queue().enqueue(
             Job.NOTIFY, {**notification.model_dump(), "created_at": now_ms()}, notification_id)
     except EnqueueFailed as exc:
-        log.error("notification not queued: %s", exc)
+        log.error("notification not taken (%s): %s", exc.reason, exc)
         return ({"error": exc.public_message, "reason": exc.reason}, 503,
                 {"Retry-After": RETRY_AFTER_SECONDS})
     return {"id": notification_id}, 202
