@@ -155,6 +155,7 @@ class EnqueueFailed(RuntimeError):
     - "unreachable": no connection to the broker; nothing was queued;
     - "blocked": RabbitMQ blocks publishers (a memory or disk alarm); nothing was queued;
     - "refused": the broker refused the job (a nack or a channel error); nothing was queued;
+    - "busy": other submissions held it up longer than the bound; nothing was queued;
     - "timeout": no confirm within the bound. The job may still be queued: retrying can run it
       twice (jobs carry their id; notifications are dropped by id on the clients).
     """
@@ -174,6 +175,7 @@ REFUSAL_MESSAGES = {
     "blocked": "the job queue takes no jobs for now (the broker is short of memory or disk); "
                "try again later",
     "refused": "the job queue refused the job; try again shortly",
+    "busy": "the job queue is busy; try again shortly",
     "timeout": "the job queue did not confirm the job in time; it may still run",
 }
 # Nothing is bound to it: a message published there is dropped, and confirmed at once while the
@@ -222,11 +224,13 @@ class JobQueue:
 
     def enqueue(self, name: str, args: dict[str, Any], job_id: str | None = None) -> str:
         message = job_message(name, args, job_id)
-        deadline = time.monotonic() + self._timeout
+        started = time.monotonic()
+        deadline = started + self._timeout
         # Another submission may be waiting for its confirm: wait for it within the same bound.
         if not self._lock.acquire(timeout=self._timeout):
-            raise self._refused("timeout", "another job submission is still waiting for the "
-                                           "broker; nothing was queued")
+            raise self._refused(self._reason_while_waiting(started),
+                                "other job submissions are still waiting for the broker; "
+                                "nothing was queued")
         try:
             self._read_broker_notices()
             if self._blocked:
@@ -332,6 +336,14 @@ class JobQueue:
         self._blocked = None
         self._was_blocked = False
         metrics.BROKER_PUBLISHER_BLOCKED.labels("jobs").set(0)
+
+    def _reason_while_waiting(self, since: float) -> str:
+        """Why a submission that waited in vain behind others is refused: what the broker did to
+        one of them meanwhile (it is not this one's fault), or "busy"."""
+        refusal = self._last_refusal
+        if refusal and refusal[1] >= since and refusal[0] != "timeout":
+            return refusal[0]
+        return "busy"
 
     def _blocked_refusal(self) -> EnqueueFailed:
         return self._refused("blocked", f"the broker blocks publishers ({self._blocked}): a "
