@@ -362,19 +362,24 @@ def queue_exists(amqp_url: str, name: str) -> bool:
             return False
 
 
-def test_graceful_drain_moves_clients_spread_over_time(faulty):
+def test_graceful_drain_moves_clients_spread_over_time(faulty, clients):
     victim = faulty.web[1]  # web-2
-    clients = [reconnecting_client(faulty.url) for _ in range(12)]
+    moving = [reconnecting_client(faulty.url) for _ in range(12)]
+    # Long-polling: each of its requests goes through nginx by its session id. The drain drops
+    # connections in the order they came, so this one, the last, is dropped last.
+    [polling] = on_replicas(faulty, clients, {victim.replica_id}, transports=["polling"]).values()
     try:
-        on_victim = [c for c in clients if replica_of(c) == victim.replica_id]
+        on_victim = [c for c in moving if replica_of(c) == victim.replica_id]
         assert len(on_victim) >= 3
         victim.process.send(signal.SIGTERM)
         wait_until(lambda: readiness(faulty, 2) in ("not ready", ""), timeout=2)
-        # New sessions go elsewhere while it drains.
+        # New sessions go elsewhere while it drains; existing ones still reach it until it
+        # drops them.
         newcomer = socketio.Client()
         newcomer.connect(faulty.url, transports=["polling"])
         assert replica_of(newcomer) != victim.replica_id
         newcomer.disconnect()
+        assert polling.info()["replica"] == victim.replica_id
 
         wait_until(lambda: all(len(c.history) >= 2 and c.connected for c in on_victim),
                    timeout=DRAIN_SECONDS + 10)
@@ -386,7 +391,7 @@ def test_graceful_drain_moves_clients_spread_over_time(faulty):
               f"the replica exited {exited:.1f}s after that")
         assert victim.process.popen.returncode == 0
     finally:
-        for c in clients:
+        for c in moving:
             c.disconnect()
         if not victim.process.running():
             faulty.start_replica(victim)
