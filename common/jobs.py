@@ -152,7 +152,7 @@ def job_message(name: str, args: dict[str, Any], job_id: str | None = None) -> d
 class EnqueueFailed(RuntimeError):
     """The broker did not take the job. `reason` is one of REFUSAL_REASONS (a metric label):
 
-    - "unreachable": no connection to the broker; nothing was queued;
+    - "unreachable": no connection to the broker, or it does not answer; nothing was queued;
     - "blocked": RabbitMQ blocks publishers (a memory or disk alarm); nothing was queued;
     - "refused": the broker refused the job (a nack or a channel error); nothing was queued;
     - "busy": other submissions held it up longer than the bound; nothing was queued;
@@ -288,6 +288,7 @@ class JobQueue:
         On a connection left over from an earlier broker (a restart), it also fails first and
         is retried once on a new connection.
         """
+        reused = self._connection.connected
         for attempt in (1, 2):
             try:
                 self._publish({}, deadline, exchange="", routing_key=PUBLISH_CHECK_ROUTING_KEY)
@@ -296,11 +297,11 @@ class JobQueue:
                 if self._blocked:  # the connection is kept: its connection.unblocked ends it
                     raise self._blocked_refusal() from exc
                 self._drop_connection()
-                raise self._refused("timeout", f"the broker did not confirm within "
-                                               f"{self._timeout}s; nothing was queued") from exc
+                raise self._refused("unreachable", f"the broker did not answer within "
+                                                   f"{self._timeout}s; nothing was queued") from exc
             except _CONNECTION_ERRORS as exc:
                 self._drop_connection()
-                if attempt == 2:
+                if attempt == 2 or not reused:
                     raise self._refused("unreachable",
                                         f"job queue unreachable: {exc!r}") from exc
             except _REFUSALS as exc:
