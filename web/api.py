@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
+# When a 503 (the broker is away or blocks publishers) suggests trying again.
+RETRY_AFTER_SECONDS = "5"
+
 
 def _fail(status: int, message: str, **headers: str):
     """Abort with a JSON error, logged once."""
@@ -76,8 +79,9 @@ def create_notification():
         current_job_queue().enqueue(
             Job.NOTIFY, {**notification.model_dump(), "created_at": now_ms()}, notification_id)
     except EnqueueFailed as exc:
-        log.error("notification not queued: %s", exc)
-        return {"error": "the job queue is unavailable; try again shortly"}, 503
+        log.error("notification not taken (%s): %s", exc.reason, exc)
+        return ({"error": exc.public_message, "reason": exc.reason}, 503,
+                {"Retry-After": RETRY_AFTER_SECONDS})
     return {"id": notification_id}, 202
 
 
@@ -125,8 +129,15 @@ def _checked(body: object, where: str) -> tuple[EmitRequest, str | None]:
 
 def _require_publisher() -> None:
     manager = current_queue_manager()
-    if manager is not None and not manager.status()["publisher_connected"]:
-        _fail(503, "the message queue is unavailable; nothing was sent, try again shortly")
+    if manager is None:
+        return
+    if not manager.publisher_connected:
+        _fail(503, "the message queue is unavailable; nothing was sent, try again shortly",
+              **{"Retry-After": RETRY_AFTER_SECONDS})
+    if manager.publisher_blocked:
+        _fail(503, "the message queue takes nothing for now (the broker is short of memory or "
+                   "disk); nothing was sent, try again later",
+              **{"Retry-After": RETRY_AFTER_SECONDS})
 
 
 @blueprint.post("/emit")
