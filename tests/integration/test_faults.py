@@ -163,7 +163,8 @@ def test_broker_outage(faulty, clients, unique, outage_seconds):
 def test_resource_alarm_refuses_jobs_fast_and_readiness_and_metrics_say_so(faulty, clients,
                                                                          unique):
     web2 = faulty.web[1].url  # straight to one replica: its readiness and metrics are the ones
-    [local] = on_replicas(faulty, clients, {"web-2"}, auth=user_auth(f"{unique}-alarm")).values()
+    [local] = on_replicas(faulty.url, clients, {"web-2"},
+                          auth=user_auth(f"{unique}-alarm")).values()
     receiver = RecordingClient(faulty.url).connect()  # notifications go to everyone
     clients.append(receiver)
     refused_before = replica_metric(faulty, "job_submissions_refused_total", REFUSED_BLOCKED, 2)
@@ -353,7 +354,8 @@ def test_graceful_drain_moves_clients_spread_over_time(faulty, clients):
     moving = [reconnecting_client(faulty.url) for _ in range(12)]
     # Long-polling: each of its requests goes through nginx by its session id. The drain drops
     # connections in the order they came, so this one, the last, is dropped last.
-    [polling] = on_replicas(faulty, clients, {victim.replica_id}, transports=["polling"]).values()
+    [polling] = on_replicas(faulty.url, clients, {victim.replica_id},
+                            transports=["polling"]).values()
     try:
         on_victim = [c for c in moving if replica_of(c) == victim.replica_id]
         assert len(on_victim) >= 3

@@ -293,7 +293,7 @@
 
   let chatRoom = null; // the room "Say" talks in
   let chatName = null;
-  // Who is in chatRoom, on every replica: the join answer's list, then its `presence` events.
+  // Who is in chatRoom, on every replica: the join answer's list, then the presence events (EVENT.PRESENCE).
   // Signed-in users by id, the others counted.
   const chatMembers = { users: new Set(), anonymous: 0 };
 
