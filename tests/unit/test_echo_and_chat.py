@@ -58,6 +58,14 @@ def test_sum_error_goes_through_the_default_error_handler(connect, arguments):
     assert client.emit(Event.SUM, 2, 2, callback=True, namespace=ECHO_NAMESPACE) == 4
 
 
+def test_a_sum_too_large_for_json_is_a_clear_error(connect):
+    client = connect(namespace=ECHO_NAMESPACE)
+
+    ack = client.emit(Event.SUM, 1.7e308, 1.7e308, callback=True, namespace=ECHO_NAMESPACE)
+
+    assert ack == {"event": Event.SUM, "error": "the sum is too large for a JSON number"}
+
+
 def test_unknown_event_on_echo_gets_error_response(connect):
     # Regression: the catch-all handler was registered for the main namespace only, so an unknown
     # event on /echo was dropped silently and a client waiting for its ack waited until its own
