@@ -80,6 +80,35 @@ def test_anonymous_arrivals_give_their_room_an_event_with_the_count():
                                           "anonymous": 1})]
 
 
+def test_an_anonymous_record_repeated_or_a_full_list_resent_tells_no_room():
+    """A client re-joining a room it is in, or any replica asking for full lists, must not send
+    every member of every room of those connections an event about nothing."""
+    view = ClusterView()
+    rooms = [f"room-{i}" for i in range(50)]
+    apply(view, "a", message(1, ["/", "s1", None, rooms], ["/", "s2", "bob", rooms], full=True))
+
+    repeated = events_of(view, "a", message(2, ["/", "s1", None, rooms]))
+    resent = events_of(view, "a", message(3, ["/", "s1", None, rooms], ["/", "s2", "bob", rooms],
+                                          full=True))
+    one_more = events_of(view, "a", message(4, ["/", "s1", None, [*rooms, "new"]]))
+
+    assert repeated == [] and resent == []
+    assert one_more == [("/", "new", {"room": "new", "joined": [], "left": [], "users": 0,
+                                      "anonymous": 1})]
+    assert view.room(MAIN_NAMESPACE, "room-0").summary() == {"users": ["bob"], "anonymous": 1,
+                                                             "connections": 2}
+
+
+def test_one_anonymous_leaving_as_another_comes_leaves_the_count_and_tells_no_one():
+    view = ClusterView()
+    apply(view, "a", message(1, ["/", "s1", None, ["r"]], full=True))
+
+    swapped = events_of(view, "a", message(2, ["/", "s1"], ["/", "s2", None, ["r"]]))
+
+    assert swapped == []
+    assert view.room(MAIN_NAMESPACE, "r").anonymous == 1
+
+
 def test_a_missed_message_or_an_unknown_replica_asks_for_a_full_list():
     view = ClusterView()
     unknown, _ = apply(view, "a", message(7, ["/", "s1", None, []]))
