@@ -3,6 +3,8 @@ side of it (rooms watched, the HTTP API, the chat's member list, `presence` even
 
 from __future__ import annotations
 
+import logging
+
 from common.auth import issue_token
 from common.contract import CHAT_NAMESPACE, MAIN_NAMESPACE, Event
 from common.settings import DEV_API_KEY
@@ -178,6 +180,15 @@ def test_the_presence_api_needs_the_key_and_checks_its_arguments(app):
 
     assert bad_namespace.status_code == 400 and "namespace" in bad_namespace.get_json()["error"]
     assert bad_room.status_code == 400 and "room" in bad_room.get_json()["error"]
+
+
+def test_a_refused_caller_cannot_write_a_long_log_line_through_the_user_in_the_path(app, caplog):
+    """Without the key anyone may ask; the user id of the path is theirs, up to nginx's 8 KB."""
+    with caplog.at_level(logging.WARNING, logger="web.api"):
+        refused = app.test_client().get(f"/api/users/{'u' * 7000}/connections")
+
+    assert refused.status_code == 401
+    assert [len(line) < 400 for line in caplog.messages] == [True]
 
 
 def test_chat_members_get_presence_events_and_a_signed_in_user_counts_on_every_namespace(
