@@ -212,6 +212,7 @@ class Presence:
         self.dirty: set[tuple[str, str]] = set()
         self.seq = 0
         self.last_sent = float("-inf")
+        self.last_flush = float("-inf")
         self.send_full = True  # the first message lists everything, and asks the others for theirs
         self.ask_for_full = True
 
@@ -295,7 +296,12 @@ class Presence:
             self.view.apply(self.me, message, now, changes)
             if self.manager is not None:
                 upstream.publish_to_replicas(self.manager, control_message(self.me, message))
-        for replica in self.view.expire(now, changes, keep=self.me):
+        # A replica that was itself stalled (CPU, a pause) has not read what the others sent
+        # meanwhile: it would forget them all and tell its clients their users left, then came
+        # back. It waits one flush for its listener to catch up.
+        stalled = now - self.last_flush > FLUSH_SECONDS + HEARTBEAT_SECONDS
+        self.last_flush = now
+        for replica in [] if stalled else self.view.expire(now, changes, keep=self.me):
             log.warning("presence: replica %s not heard of for %.0f s; its connections left",
                         replica, EXPIRY_SECONDS)
         self.deliver(changes)

@@ -9,7 +9,7 @@ from common.auth import issue_token
 from common.contract import CHAT_NAMESPACE, MAIN_NAMESPACE, Event
 from common.settings import DEV_API_KEY
 from tests.support.app import SECRET
-from web.presence import EXPIRY_SECONDS, Changes, ClusterView
+from web.presence import EXPIRY_SECONDS, FLUSH_SECONDS, Changes, ClusterView, Presence
 
 API_HEADERS = {"Authorization": f"Bearer {DEV_API_KEY}"}
 
@@ -145,6 +145,23 @@ def test_a_replica_not_heard_of_leaves_with_its_connections_but_never_this_one()
     assert changes.events(view) == [("/", "r", {"room": "r", "joined": [], "left": ["bob"],
                                                 "users": 1, "anonymous": 0})]
     assert set(view.replicas) == {"me", "alive"}
+
+
+def test_a_replica_that_was_itself_stalled_reads_before_it_forgets_the_others():
+    clock = [0.0]
+    presence = Presence(None, None, namespaces=(MAIN_NAMESPACE,), replica_name="web-me",
+                        clock=lambda: clock[0])
+    apply(presence.view, "other", message(1, ["/", "s9", "bob", []], full=True, name="web-o"))
+    presence.flush()
+
+    clock[0] = EXPIRY_SECONDS + 5  # nothing ran here meanwhile: the other's messages are unread
+    presence.flush()
+    kept = set(presence.view.replicas)
+    clock[0] += FLUSH_SECONDS  # on time again, and still nothing heard of it
+    presence.flush()
+
+    assert kept == {"this-replica", "other"}
+    assert set(presence.view.replicas) == {"this-replica"}
 
 
 # -- the app (one process: the view is this replica's) -------------------------------------------
