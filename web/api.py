@@ -43,10 +43,13 @@ blueprint = Blueprint("api", __name__, url_prefix="/api")
 RETRY_AFTER_SECONDS = "5"
 
 
+MAX_LOGGED_PATH_CHARS = 200  # a path carries what a caller sent (a user id): not all of it
+
+
 def _fail(status: int, message: str, **headers: str):
     """Abort with a JSON error, logged once."""
-    log.warning("%s %s from %s -> %d: %s", request.method, request.path, request.remote_addr,
-                status, message)
+    log.warning("%s %s from %s -> %d: %s", request.method, request.path[:MAX_LOGGED_PATH_CHARS],
+                request.remote_addr, status, message)
     abort(make_response(jsonify(error=message), status, headers))
 
 

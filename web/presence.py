@@ -61,12 +61,13 @@ class ReplicaState:
 
 class Changes:
     """What applying records did to the rooms: users that came or went, rooms whose anonymous
-    count changed. A user who came and went within one message did neither."""
+    count changed. A user who came and went within one message did neither, and a count that
+    went down and up again did not change."""
 
     def __init__(self) -> None:
         self.joined: dict[Key, set[str]] = collections.defaultdict(set)
         self.left: dict[Key, set[str]] = collections.defaultdict(set)
-        self.anonymous: set[Key] = set()
+        self.anonymous: collections.Counter[Key] = collections.Counter()  # net step per room
 
     def user(self, key: Key, user: str, came: bool) -> None:
         gone, arrived = (self.left, self.joined) if came else (self.joined, self.left)
@@ -81,7 +82,7 @@ class Changes:
         events = []
         for key in sorted(keys):
             joined, left = self.joined.get(key, set()), self.left.get(key, set())
-            if not joined and not left and key not in self.anonymous:
+            if not joined and not left and not self.anonymous[key]:
                 continue
             now = view.room(*key)
             events.append((key[0], key[1], {
@@ -140,22 +141,30 @@ class ClusterView:
              connection: tuple[str | None, tuple[str, ...]] | None, changes: Changes) -> None:
         where = (state.id, namespace, sid)
         old = state.connections.pop((namespace, sid), None)
-        if old is not None:
-            self._count(where, old, -1, changes)
         if connection is not None:
             state.connections[(namespace, sid)] = connection
-            self._count(where, connection, +1, changes)
+        if old is not None and connection is not None and old[0] == connection[0]:
+            # The same connection as the same user: only the rooms it entered or left change.
+            # A record repeated (a re-join, a full list) then touches no room and tells no one.
+            before, after = set(old[1]), set(connection[1])
+            self._count(namespace, connection[0], before - after, -1, changes)
+            self._count(namespace, connection[0], after - before, +1, changes)
+            return
+        if old is not None:
+            self._count(namespace, old[0], (None, *old[1]), -1, changes)
+            self._index_user(where, old[0], present=False)
+        if connection is not None:
+            self._count(namespace, connection[0], (None, *connection[1]), +1, changes)
+            self._index_user(where, connection[0], present=True)
 
-    def _count(self, where: tuple[str, str, str], connection: tuple[str | None, tuple[str, ...]],
-               step: int, changes: Changes) -> None:
-        namespace = where[1]
-        user, rooms = connection
-        for room in (None, *rooms):
+    def _count(self, namespace: str, user: str | None, rooms, step: int,
+               changes: Changes) -> None:
+        for room in rooms:
             key = (namespace, room)
             presence = self.rooms.setdefault(key, RoomPresence())
             if user is None:
                 presence.anonymous += step
-                changes.anonymous.add(key)
+                changes.anonymous[key] += step
             else:
                 presence.users[user] += step
                 count = presence.users[user]
@@ -165,14 +174,17 @@ class ClusterView:
                     del presence.users[user]
             if not presence.users and not presence.anonymous:
                 del self.rooms[key]
-        if user is not None:
-            connections = self.by_user.setdefault(user, set())
-            if step > 0:
-                connections.add(where)
-            else:
-                connections.discard(where)
-                if not connections:
-                    del self.by_user[user]
+
+    def _index_user(self, where: tuple[str, str, str], user: str | None, present: bool) -> None:
+        if user is None:
+            return
+        connections = self.by_user.setdefault(user, set())
+        if present:
+            connections.add(where)
+        else:
+            connections.discard(where)
+            if not connections:
+                del self.by_user[user]
 
 
 class LocalConnection:
@@ -200,6 +212,7 @@ class Presence:
         self.dirty: set[tuple[str, str]] = set()
         self.seq = 0
         self.last_sent = float("-inf")
+        self.last_flush = float("-inf")
         self.send_full = True  # the first message lists everything, and asks the others for theirs
         self.ask_for_full = True
 
@@ -283,7 +296,12 @@ class Presence:
             self.view.apply(self.me, message, now, changes)
             if self.manager is not None:
                 upstream.publish_to_replicas(self.manager, control_message(self.me, message))
-        for replica in self.view.expire(now, changes, keep=self.me):
+        # A replica that was itself stalled (CPU, a pause) has not read what the others sent
+        # meanwhile: it would forget them all and tell its clients their users left, then came
+        # back. It waits one flush for its listener to catch up.
+        stalled = now - self.last_flush > FLUSH_SECONDS + HEARTBEAT_SECONDS
+        self.last_flush = now
+        for replica in [] if stalled else self.view.expire(now, changes, keep=self.me):
             log.warning("presence: replica %s not heard of for %.0f s; its connections left",
                         replica, EXPIRY_SECONDS)
         self.deliver(changes)

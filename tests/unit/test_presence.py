@@ -3,11 +3,13 @@ side of it (rooms watched, the HTTP API, the chat's member list, `presence` even
 
 from __future__ import annotations
 
+import logging
+
 from common.auth import issue_token
 from common.contract import CHAT_NAMESPACE, MAIN_NAMESPACE, Event
 from common.settings import DEV_API_KEY
 from tests.support.app import SECRET
-from web.presence import EXPIRY_SECONDS, Changes, ClusterView
+from web.presence import EXPIRY_SECONDS, FLUSH_SECONDS, Changes, ClusterView, Presence
 
 API_HEADERS = {"Authorization": f"Bearer {DEV_API_KEY}"}
 
@@ -80,6 +82,35 @@ def test_anonymous_arrivals_give_their_room_an_event_with_the_count():
                                           "anonymous": 1})]
 
 
+def test_an_anonymous_record_repeated_or_a_full_list_resent_tells_no_room():
+    """A client re-joining a room it is in, or any replica asking for full lists, must not send
+    every member of every room of those connections an event about nothing."""
+    view = ClusterView()
+    rooms = [f"room-{i}" for i in range(50)]
+    apply(view, "a", message(1, ["/", "s1", None, rooms], ["/", "s2", "bob", rooms], full=True))
+
+    repeated = events_of(view, "a", message(2, ["/", "s1", None, rooms]))
+    resent = events_of(view, "a", message(3, ["/", "s1", None, rooms], ["/", "s2", "bob", rooms],
+                                          full=True))
+    one_more = events_of(view, "a", message(4, ["/", "s1", None, [*rooms, "new"]]))
+
+    assert repeated == [] and resent == []
+    assert one_more == [("/", "new", {"room": "new", "joined": [], "left": [], "users": 0,
+                                      "anonymous": 1})]
+    assert view.room(MAIN_NAMESPACE, "room-0").summary() == {"users": ["bob"], "anonymous": 1,
+                                                             "connections": 2}
+
+
+def test_one_anonymous_leaving_as_another_comes_leaves_the_count_and_tells_no_one():
+    view = ClusterView()
+    apply(view, "a", message(1, ["/", "s1", None, ["r"]], full=True))
+
+    swapped = events_of(view, "a", message(2, ["/", "s1"], ["/", "s2", None, ["r"]]))
+
+    assert swapped == []
+    assert view.room(MAIN_NAMESPACE, "r").anonymous == 1
+
+
 def test_a_missed_message_or_an_unknown_replica_asks_for_a_full_list():
     view = ClusterView()
     unknown, _ = apply(view, "a", message(7, ["/", "s1", None, []]))
@@ -116,6 +147,23 @@ def test_a_replica_not_heard_of_leaves_with_its_connections_but_never_this_one()
     assert set(view.replicas) == {"me", "alive"}
 
 
+def test_a_replica_that_was_itself_stalled_reads_before_it_forgets_the_others():
+    clock = [0.0]
+    presence = Presence(None, None, namespaces=(MAIN_NAMESPACE,), replica_name="web-me",
+                        clock=lambda: clock[0])
+    apply(presence.view, "other", message(1, ["/", "s9", "bob", []], full=True, name="web-o"))
+    presence.flush()
+
+    clock[0] = EXPIRY_SECONDS + 5  # nothing ran here meanwhile: the other's messages are unread
+    presence.flush()
+    kept = set(presence.view.replicas)
+    clock[0] += FLUSH_SECONDS  # on time again, and still nothing heard of it
+    presence.flush()
+
+    assert kept == {"this-replica", "other"}
+    assert set(presence.view.replicas) == {"this-replica"}
+
+
 # -- the app (one process: the view is this replica's) -------------------------------------------
 
 def token(user: str) -> dict:
@@ -149,6 +197,15 @@ def test_the_presence_api_needs_the_key_and_checks_its_arguments(app):
 
     assert bad_namespace.status_code == 400 and "namespace" in bad_namespace.get_json()["error"]
     assert bad_room.status_code == 400 and "room" in bad_room.get_json()["error"]
+
+
+def test_a_refused_caller_cannot_write_a_long_log_line_through_the_user_in_the_path(app, caplog):
+    """Without the key anyone may ask; the user id of the path is theirs, up to nginx's 8 KB."""
+    with caplog.at_level(logging.WARNING, logger="web.api"):
+        refused = app.test_client().get(f"/api/users/{'u' * 7000}/connections")
+
+    assert refused.status_code == 401
+    assert [len(line) < 400 for line in caplog.messages] == [True]
 
 
 def test_chat_members_get_presence_events_and_a_signed_in_user_counts_on_every_namespace(
