@@ -19,6 +19,8 @@ from web.events import refuse_too_many_rooms
 from web.extensions import current_presence, current_settings, socketio
 from web.upstream import AnsweringNamespace
 
+MEMBERS_LISTED = 100  # user ids in a join answer; the others are counted
+
 
 class ChatNamespace(AnsweringNamespace):
     """Each handler is `on_<event name>`; Flask-SocketIO dispatches by method name."""
@@ -36,8 +38,10 @@ class ChatNamespace(AnsweringNamespace):
         session.setdefault("chat_rooms", set()).add(request.room)
         join_room(request.room)
         self._say(request.room, "server", f"{request.name} joined {request.room}")
-        # Who else is there, as of now; `presence` events tell what changes from here on.
-        members = current_presence().room(self.namespace, request.room).summary()
+        # Who else is there, as of now; `presence` events tell what changes from here on. A
+        # client that joins again gets the list again: its size is bounded.
+        members = current_presence().room(self.namespace, request.room).summary(
+            max_users=MEMBERS_LISTED)
         return {"room": request.room, "replica": current_settings().replica_id,
                 "members": members}
 

@@ -34,6 +34,9 @@ FLUSH_SECONDS = 0.5
 HEARTBEAT_SECONDS = 2.0
 EXPIRY_SECONDS = 3 * HEARTBEAT_SECONDS + 1
 PRESENCE_KEY = "presence"  # the control message's body (see `control_message`)
+# What one message may carry, about: a full list of 10,000 connections in 50 long rooms each is
+# far beyond a broker's message size limit (16 MiB on RabbitMQ 4), so lists go in parts.
+MAX_MESSAGE_BYTES = 256 * 1024
 
 USER_ROOM_PREFIX = user_room("")
 Key = tuple[str, str | None]  # (namespace, room); room None: the whole namespace
@@ -44,9 +47,13 @@ class RoomPresence:
     users: collections.Counter = field(default_factory=collections.Counter)  # id -> connections
     anonymous: int = 0
 
-    def summary(self) -> dict:
-        return {"users": sorted(self.users), "anonymous": self.anonymous,
-                "connections": sum(self.users.values()) + self.anonymous}
+    def summary(self, max_users: int | None = None) -> dict:
+        """Users by id (the first `max_users`, sorted; `more_users` counts the others)."""
+        users = sorted(self.users)
+        listed = users if max_users is None else users[:max_users]
+        return {"users": listed, "anonymous": self.anonymous,
+                "connections": sum(self.users.values()) + self.anonymous,
+                **({"more_users": len(users) - len(listed)} if max_users is not None else {})}
 
 
 @dataclass
@@ -57,6 +64,7 @@ class ReplicaState:
     heard_at: float
     connections: dict[tuple[str, str], tuple[str | None, tuple[str, ...]]] = field(
         default_factory=dict)  # (namespace, sid) -> (user, rooms)
+    listing: set[tuple[str, str]] | None = None  # the connections of a full list being received
 
 
 class Changes:
@@ -109,21 +117,30 @@ class ClusterView:
 
     def apply(self, replica: str, message: dict, now: float, changes: Changes) -> bool:
         """Apply one replica's message; whether the view of it may have a gap (ask for a full
-        list). A full message replaces everything known of that replica."""
+        list). A full list comes in `parts` messages in a row; its last one removes what was
+        known of that replica and none of them listed."""
         state = self.replicas.get(replica)
         seq = message["seq"]
-        gap = not message.get("full") and (state is None or seq != state.seq + 1)
+        full, part, parts = message.get("full"), message.get("part", 0), message.get("parts", 1)
+        follows = state is not None and seq == state.seq + 1
+        gap = not follows and not (full and part == 0)
         if state is None:
             state = ReplicaState(replica, message.get("name", replica), seq, now)
             self.replicas[replica] = state
-        if message.get("full"):
-            listed = {(record[0], record[1]) for record in message["records"]}
-            for namespace, sid in [key for key in state.connections if key not in listed]:
-                self._set(state, namespace, sid, None, changes)
+        if full and part == 0:
+            state.listing = set()
+        elif full and (gap or state.listing is None):
+            state.listing = None  # a part is missing: the list cannot remove anything
         state.seq, state.heard_at = seq, now
         for record in message["records"]:
             connection = (record[2], tuple(record[3])) if len(record) == 4 else None
             self._set(state, record[0], record[1], connection, changes)
+            if full and state.listing is not None:
+                state.listing.add((record[0], record[1]))
+        if full and part == parts - 1 and state.listing is not None:
+            for namespace, sid in [key for key in state.connections if key not in state.listing]:
+                self._set(state, namespace, sid, None, changes)
+            state.listing = None
         return gap
 
     def expire(self, now: float, changes: Changes, keep: str) -> list[str]:
@@ -288,14 +305,17 @@ class Presence:
                 keys, self.dirty = list(self.local), set()
             else:
                 keys, self.dirty = sorted(self.dirty), set()
-            self.seq += 1
-            message = {"seq": self.seq, "name": self.replica_name, "full": self.send_full,
-                       "sync": self.ask_for_full, "records": [self._record(key) for key in keys]}
+            parts = in_parts([self._record(key) for key in keys])
+            for index, records in enumerate(parts):
+                self.seq += 1
+                message = {"seq": self.seq, "name": self.replica_name, "full": self.send_full,
+                           "part": index, "parts": len(parts),
+                           "sync": self.ask_for_full and index == 0, "records": records}
+                self.view.apply(self.me, message, now, changes)
+                if self.manager is not None:
+                    upstream.publish_to_replicas(self.manager, control_message(self.me, message))
             self.send_full = self.ask_for_full = False
             self.last_sent = now
-            self.view.apply(self.me, message, now, changes)
-            if self.manager is not None:
-                upstream.publish_to_replicas(self.manager, control_message(self.me, message))
         # A replica that was itself stalled (CPU, a pause) has not read what the others sent
         # meanwhile: it would forget them all and tell its clients their users left, then came
         # back. It waits one flush for its listener to catch up.
@@ -326,6 +346,21 @@ class Presence:
     def deliver(self, changes: Changes) -> None:
         for namespace, room, payload in changes.events(self.view):
             upstream.emit_here(self.server, Event.PRESENCE, payload, namespace, room)
+
+
+def in_parts(records: list[list]) -> list[list[list]]:
+    """Records in runs of at most about MAX_MESSAGE_BYTES of JSON each (at least one run)."""
+    parts: list[list[list]] = [[]]
+    size = 0
+    for record in records:
+        record_size = 16 + sum(len(item) + 3 for item in record[:3] if item) + sum(
+            len(room) + 3 for room in (record[3] if len(record) == 4 else ()))
+        if parts[-1] and size + record_size > MAX_MESSAGE_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(record)
+        size += record_size
+    return parts
 
 
 def control_message(host_id: str, body: dict) -> dict:

@@ -316,10 +316,13 @@ def watch_rooms(sio_server, on_change) -> None:
 def emit_here(sio_server, event: str, data, namespace: str, room: str) -> None:
     """Emit to this replica's own members of `room` only (each replica sends its own copy),
     recovery-capable clients included: outside the recovery log, so without an offset."""
+    members = list(sio_server.manager.get_participants(namespace, room))
+    if not members:
+        return
     pkt = sio_server.packet_class(socketio_packet.EVENT, namespace=namespace, data=[event, data])
     eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, pkt.encode())
     send = getattr(sio_server, "send_outside_recovery_log", sio_server._send_eio_packet)
-    for _, eio_sid in list(sio_server.manager.get_participants(namespace, room)):
+    for _, eio_sid in members:
         send(eio_sid, eio_pkt)
 
 

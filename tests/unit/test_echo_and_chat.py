@@ -88,7 +88,8 @@ def test_chat_join_acks_and_announces_to_the_room(connect):
 
     # Its own connection is among the members (one process: the view is brought up to date).
     assert ack == {"room": "lobby", "replica": "unit-1",
-                   "members": {"users": [], "anonymous": 1, "connections": 1}}
+                   "members": {"users": [], "more_users": 0, "anonymous": 1,
+                               "connections": 1}}
     announcement = only(bob.events(Event.CHAT_MESSAGE, CHAT_NAMESPACE))
     assert announcement["room"] == "lobby"
     assert announcement["name"] == "server"

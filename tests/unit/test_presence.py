@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import logging
 
+from common import strict_json
 from common.auth import issue_token
 from common.contract import CHAT_NAMESPACE, MAIN_NAMESPACE, Event
 from common.settings import DEV_API_KEY
 from tests.support.app import SECRET
-from web.presence import EXPIRY_SECONDS, FLUSH_SECONDS, Changes, ClusterView, Presence
+from web.presence import (
+    EXPIRY_SECONDS,
+    FLUSH_SECONDS,
+    MAX_MESSAGE_BYTES,
+    Changes,
+    ClusterView,
+    Presence,
+    in_parts,
+)
 
 API_HEADERS = {"Authorization": f"Bearer {DEV_API_KEY}"}
 
@@ -219,7 +228,8 @@ def test_chat_members_get_presence_events_and_a_signed_in_user_counts_on_every_n
                      namespace=CHAT_NAMESPACE)
     app.extensions["presence"].flush()
 
-    assert ack["members"] == {"users": ["alice"], "anonymous": 1, "connections": 2}
+    assert ack["members"] == {"users": ["alice"], "more_users": 0, "anonymous": 1,
+                              "connections": 2}
     events = [args[0] for args in bob.events(Event.PRESENCE, CHAT_NAMESPACE)]
     assert {"room": "lobby", "joined": ["alice"], "left": [], "users": 1,
             "anonymous": 1} in events
@@ -230,3 +240,72 @@ def test_reserved_and_sid_rooms_are_not_presence_rooms(app, connect):
     view = app.extensions["presence"].current_view()
 
     assert all(room is None for _, room in view.rooms)
+
+
+def test_a_full_list_in_parts_removes_the_unlisted_only_after_its_last_part():
+    view = ClusterView()
+    apply(view, "a", message(1, ["/", "s1", "alice", []], ["/", "s2", "bob", []], full=True))
+    first = {**message(2, ["/", "s3", None, []], full=True), "part": 0, "parts": 2}
+    last = {**message(3, ["/", "s2", "bob", []], full=True), "part": 1, "parts": 2}
+
+    apply(view, "a", first)
+    assert view.room(MAIN_NAMESPACE).summary()["users"] == ["alice", "bob"]
+    apply(view, "a", last)
+
+    assert view.room(MAIN_NAMESPACE).summary() == {"users": ["bob"], "anonymous": 1,
+                                                   "connections": 2}
+
+
+def test_a_full_list_missing_a_part_removes_nothing_and_asks_again():
+    view = ClusterView()
+    apply(view, "a", message(1, ["/", "s1", "alice", []], full=True))
+    apply(view, "a", {**message(2, full=True), "part": 0, "parts": 3})
+    gap, _ = apply(view, "a", {**message(4, ["/", "s2", None, []], full=True), "part": 2,
+                               "parts": 3})
+
+    assert gap
+    assert view.room(MAIN_NAMESPACE).summary()["users"] == ["alice"]
+
+
+def test_records_go_in_parts_of_bounded_size():
+    record = ["/chat", "s" * 20, "u" * 50, ["r" * 200] * 50]  # about 10 KiB
+    parts = in_parts([record] * 100)
+
+    assert len(parts) == 4 and sum(len(part) for part in parts) == 100
+    assert all(len(strict_json.dumps(part)) <= MAX_MESSAGE_BYTES + 11_000 for part in parts)
+    assert in_parts([]) == [[]]  # a heartbeat still goes out
+
+
+def test_a_replica_with_a_large_list_sends_it_in_parts_another_applies_whole(app, connect):
+    presence = app.extensions["presence"]
+    for index in range(60):
+        presence.room_changed(f"s{index}", "/", None, f"e{index}", True)
+        for room in range(50):
+            presence.room_changed(f"s{index}", "/", f"{room:03d}" + "r" * 197, f"e{index}", True)
+    published = []
+    presence.manager = type("Publisher", (), {"_publish": staticmethod(published.append)})()
+
+    presence.flush()
+    other = ClusterView()
+    for each in published:
+        apply(other, presence.me, each["presence"])
+
+    assert len(published) > 1 and all(each["presence"]["full"] for each in published)
+    assert other.room(MAIN_NAMESPACE).summary()["anonymous"] == 60
+    assert other.room(MAIN_NAMESPACE, "049" + "r" * 197).summary()["connections"] == 60
+
+
+def test_the_join_answer_lists_at_most_a_hundred_users_and_counts_the_others(app, connect):
+    presence = app.extensions["presence"]
+    for index in range(150):
+        presence.room_changed(f"s{index}", "/chat", None, f"e{index}", True)
+        presence.room_changed(f"s{index}", "/chat", "crowd", f"e{index}", True)
+        presence.users[f"e{index}"] = f"user-{index:03d}"
+    guest = connect(namespace=CHAT_NAMESPACE)
+
+    ack = guest.emit(Event.CHAT_JOIN, {"room": "crowd", "name": "guest"}, callback=True,
+                     namespace=CHAT_NAMESPACE)
+
+    members = ack["members"]
+    assert len(members["users"]) == 100 and members["more_users"] == 50
+    assert members["users"][0] == "user-000" and members["anonymous"] == 1

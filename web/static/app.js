@@ -295,10 +295,11 @@
   let chatName = null;
   // Who is in chatRoom, on every replica: the join answer's list, then the presence events (EVENT.PRESENCE).
   // Signed-in users by id, the others counted.
-  const chatMembers = { users: new Set(), anonymous: 0 };
+  const chatMembers = { users: new Set(), moreUsers: 0, anonymous: 0 };
 
   function showChatMembers() {
     const parts = [...chatMembers.users].sort();
+    if (chatMembers.moreUsers) parts.push(chatMembers.moreUsers + " more");
     if (chatMembers.anonymous) parts.push(chatMembers.anonymous + " anonymous");
     byId("chat-members").textContent = chatRoom ? "Members of #" + chatRoom + ": " + (parts.join(", ") || "nobody") : "";
   }
@@ -314,6 +315,7 @@
       byId("chat-state").textContent =
         "In #" + reply.room + " as " + name + " (on " + reply.replica + ").";
       chatMembers.users = new Set(reply.members.users);
+      chatMembers.moreUsers = reply.members.more_users; // not listed by the server
       chatMembers.anonymous = reply.members.anonymous;
       showChatMembers();
       setChatEnabled(true);
@@ -340,6 +342,7 @@
     if (!change || change.room !== chatRoom) return;
     for (const user of change.joined) chatMembers.users.add(user);
     for (const user of change.left) chatMembers.users.delete(user);
+    chatMembers.moreUsers = Math.max(0, change.users - chatMembers.users.size);
     chatMembers.anonymous = change.anonymous;
     showChatMembers();
   });
