@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import kombu
 import socketio
-from amqp.exceptions import NotFound
+from amqp.exceptions import ChannelError, NotFound
 
 from common import metrics, strict_json
 from common.settings import Settings
@@ -47,6 +47,7 @@ class BrokerLimits:
     heartbeat_seconds: int = 5  # a dead or frozen broker is noticed within about 2x this
     connect_timeout_seconds: float = 2.0
     retry_max_seconds: float = 2.0
+    queues_start_seconds: float = 10.0  # the most a (re)connected publisher waits for its queues
 
 
 class QueueManager(socketio.KombuManager):
@@ -94,6 +95,9 @@ class QueueManager(socketio.KombuManager):
         self._publisher: threading.Thread | None = None
         self.publisher_connected = False
         self.listener_bound = False
+        # Durable queues that must receive what this process publishes (web/recovery.py's
+        # streams): declared, and bound, before each (re)connected publisher publishes anything.
+        self.queues_to_await: list[kombu.Queue] = []
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -136,6 +140,7 @@ class QueueManager(socketio.KombuManager):
                 if producer is None:
                     connection = self.connect_to_broker()
                     connection.ensure_connection(max_retries=1)
+                    self._await_queues(connection)
                     producer = connection.Producer(exchange=self.fanout_exchange())
                     self._set_publisher_connected(True)
                     retry_delay = 0.1
@@ -169,6 +174,29 @@ class QueueManager(socketio.KombuManager):
                     connection = None
                 time.sleep(retry_delay)
                 retry_delay = min(retry_delay * 2, self.limits.retry_max_seconds)
+
+    def _await_queues(self, connection: kombu.Connection) -> None:
+        """After a broker restart the fan-out exchange (not durable) is new and bound to nothing
+        until someone binds a queue to it again, and RabbitMQ takes connections before it has
+        started its streams: whatever is published meanwhile misses those queues without a word.
+        So each queue of `queues_to_await` is declared and bound first, tried again while it is not
+        started (NOT_FOUND: its "home node is down"), for at most `queues_start_seconds`."""
+        deadline = time.monotonic() + self.limits.queues_start_seconds
+        for wanted in self.queues_to_await:
+            while True:
+                channel = connection.channel()  # a failed declare closes its channel
+                try:
+                    wanted(channel).declare()
+                    break
+                except ChannelError as exc:
+                    if time.monotonic() >= deadline:
+                        log.error("broker queue %s is not available (%s): publishing without it",
+                                  wanted.name, exc)
+                        return
+                    time.sleep(0.1)
+                finally:
+                    with contextlib.suppress(Exception):
+                        channel.close()
 
     def _set_publisher_connected(self, connected: bool) -> None:
         if connected and not self.publisher_connected:

@@ -171,6 +171,9 @@ class Recovery:
         # The server's own (unwrapped) packet writer; web/upstream.py's install_recovery sets it.
         self.send_eio_packet: Callable[[str, object], None] | None = None
         self.bound = False
+        # Whatever the publisher holds while the broker is away goes into the log, and the session
+        # records into theirs, once it is back (common.broker's `_await_queues`).
+        manager.queues_to_await = [self.log_queue("next"), self.sessions_queue("first")]
 
     # -- the handshake (called by web/upstream.py's wrappers) ---------------------------------
 

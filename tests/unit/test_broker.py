@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import kombu
 import pytest
 
 from common.broker import BrokerLimits
@@ -105,6 +106,33 @@ def test_emits_during_an_outage_are_published_in_order_once_the_broker_is_back(
     unreachable_broker.reachable.set()
     assert numbers(unreachable_broker.wait_published(10)) == list(range(10))
     wait_until(lambda: manager.publisher_connected, timeout=5)
+
+
+def test_a_publisher_declares_and_binds_its_queues_before_it_publishes(broker):
+    """A restarted RabbitMQ: its fan-out exchange bound to nothing yet, its streams not started
+    (NOT_FOUND) for a moment; what waited in the outbox must reach them all the same."""
+    broker.queues_started.clear()
+    manager = manager_on(broker)
+    log = kombu.Queue("unit-channel.log", manager.fanout_exchange(), durable=True)
+    manager.queues_to_await = [log]
+
+    emit_numbered(manager, 3)
+
+    assert not manager.flush(timeout=0.3)
+    assert broker.published == [] and broker.bindings == []
+    broker.queues_started.set()
+    assert numbers(broker.wait_published(3)) == [0, 1, 2]
+    assert broker.bindings == [("unit-channel.log", "unit-channel")]
+
+
+def test_a_queue_that_never_starts_delays_publishing_only_so_long(broker):
+    broker.queues_started.clear()
+    manager = manager_on(broker, BrokerLimits(retry_max_seconds=0.05, queues_start_seconds=0.3))
+    manager.queues_to_await = [kombu.Queue("unit-channel.log", manager.fanout_exchange())]
+
+    emit_numbered(manager, 1)
+
+    assert numbers(broker.wait_published(1, timeout=5)) == [0]
 
 
 def test_full_outbox_drops_new_messages_and_counts_them(unreachable_broker):
