@@ -72,6 +72,7 @@ class FakeBroker:
         self.queues_started = threading.Event()  # cleared: declares fail as a restarted stream's
         self.queues_started.set()
         self.bindings: list[tuple[str, str]] = []  # (queue, exchange), in the order bound
+        self.missing_queues: set[str] = set()  # a passive declare of these: "no queue"
 
     def connect(self) -> FakeConnection:
         connection = FakeConnection(self)
@@ -145,8 +146,11 @@ class FakeChannel:
     def exchange_declare(self, **options) -> None:
         self.broker.check()
 
-    def queue_declare(self, queue: str = "", **options) -> tuple[str, int, int]:
+    def queue_declare(self, queue: str = "", passive: bool = False,
+                      **options) -> tuple[str, int, int]:
         self.broker.check()
+        if passive and queue in self.broker.missing_queues:
+            raise NotFound(f"NOT_FOUND - no queue '{queue}' in vhost '/'")
         if not self.broker.queues_started.is_set():
             raise NotFound(f"home node of durable queue '{queue}' is down or inaccessible")
         return queue, 0, 0

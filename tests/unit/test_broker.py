@@ -108,13 +108,14 @@ def test_emits_during_an_outage_are_published_in_order_once_the_broker_is_back(
     wait_until(lambda: manager.publisher_connected, timeout=5)
 
 
-def test_a_publisher_declares_and_binds_its_queues_before_it_publishes(broker):
+@pytest.mark.parametrize("create", [True, False])
+def test_a_publisher_declares_and_binds_its_queues_before_it_publishes(broker, create):
     """A restarted RabbitMQ: its fan-out exchange bound to nothing yet, its streams not started
     (NOT_FOUND) for a moment; what waited in the outbox must reach them all the same."""
     broker.queues_started.clear()
     manager = manager_on(broker)
-    log = kombu.Queue("unit-channel.log", manager.fanout_exchange(), durable=True)
-    manager.queues_to_await = [log]
+    manager.await_queue(kombu.Queue("unit-channel.log", manager.fanout_exchange(), durable=True),
+                        create=create)
 
     emit_numbered(manager, 3)
 
@@ -125,10 +126,23 @@ def test_a_publisher_declares_and_binds_its_queues_before_it_publishes(broker):
     assert broker.bindings == [("unit-channel.log", "unit-channel")]
 
 
+def test_a_queue_nobody_made_is_not_waited_for_nor_made(broker):
+    """The worker binds the recovery log only if the replicas made it (recovery on)."""
+    broker.queues_started.clear()
+    broker.missing_queues.add("unit-channel.log")
+    manager = manager_on(broker)
+    manager.await_queue(kombu.Queue("unit-channel.log", manager.fanout_exchange()), create=False)
+
+    emit_numbered(manager, 1)
+
+    assert numbers(broker.wait_published(1, timeout=1)) == [0]
+    assert broker.bindings == []
+
+
 def test_a_queue_that_never_starts_delays_publishing_only_so_long(broker):
     broker.queues_started.clear()
     manager = manager_on(broker, BrokerLimits(retry_max_seconds=0.05, queues_start_seconds=0.3))
-    manager.queues_to_await = [kombu.Queue("unit-channel.log", manager.fanout_exchange())]
+    manager.await_queue(kombu.Queue("unit-channel.log", manager.fanout_exchange()))
 
     emit_numbered(manager, 1)
 
