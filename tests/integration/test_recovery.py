@@ -28,6 +28,7 @@ SCRIPT = ROOT / "tests" / "js" / "recovery_check.mjs"
 WINDOW_SECONDS = 10
 MEMORY_EVENTS = 100  # fewer than the 130 the client misses while it is away
 DRAIN_SECONDS = 2
+NGINX_FAIL_TIMEOUT_SECONDS = 10  # nginx's default (nginx/socketio.conf.template keeps it)
 BROKER_OUTAGE_SECONDS = 5
 
 
@@ -56,7 +57,8 @@ def run_recovery_check(stack, unique: str, mode: str, cut, *, namespace: str = M
         "events": {"myResponse": Event.MY_RESPONSE, "myBroadcastEvent": Event.MY_BROADCAST_EVENT,
                    "join": Event.JOIN, "myRoomEvent": Event.MY_ROOM_EVENT,
                    "serverInfo": Event.SERVER_INFO, "chatJoin": Event.CHAT_JOIN,
-                   "chatSay": Event.CHAT_SAY, "chatMessage": Event.CHAT_MESSAGE},
+                   "chatSay": Event.CHAT_SAY, "chatMessage": Event.CHAT_MESSAGE,
+                   "notification": Event.NOTIFICATION},
         **options,
     }
     with subprocess.Popen([node, str(SCRIPT), json.dumps(config)], cwd=ROOT, text=True,
@@ -82,24 +84,29 @@ def replica_named(stack, replica_id: str):
 
 
 def restart(stack, replica) -> None:
-    """Starts a killed or drained replica again, as the next tests need it: reading the log."""
+    """Starts a killed or drained replica again, as the next tests need it: reading the log, and
+    back in nginx's rotation, which leaves out a replica that refused a connection or answered
+    503 for fail_timeout after the last time (the next test cuts another replica: one must be
+    left to reconnect to)."""
     wait_until(lambda: not replica.process.running(), timeout=DRAIN_SECONDS + 15,
                what=f"{replica.replica_id} to exit")
+    started = time.monotonic()
     stack.start_replica(replica)
     wait_until(lambda: recovery_ready(replica.url), timeout=30,
                what=f"{replica.replica_id}'s recovery log reader to be ready")
+    time.sleep(max(0.0, started + NGINX_FAIL_TIMEOUT_SECONDS - time.monotonic()))
 
 
 def assert_recovered_everything_elsewhere(result: dict) -> list[str]:
     """A was recovered on another replica with every event sent to it, its room, its user or
-    everyone, each once and in order; returns what it received."""
+    everyone (by B, the API and the worker), each once and in order; returns what it received."""
     assert result["firstPid"], "the CONNECT answer carried no pid"
     assert result["after"]["replica"] != result["before"]["replica"]
     assert result["recovered"] is True
     assert result["sameId"] is True
     received = [item["data"] for item in result["received"]]
     sent = result["sent"]
-    everything = sent["a"] + sent["b"] + sent["api"]
+    everything = sent["a"] + sent["b"] + sent["api"] + sent["worker"]
     assert sorted(received) == sorted(everything), (
         f"missing {sorted(set(everything) - set(received))}, "
         f"twice {sorted({d for d in received if received.count(d) > 1})}")
@@ -150,28 +157,6 @@ def test_killed_replica_client_recovers_everything_it_missed_on_another_replica(
     assert len(payloads) == len(sent["b"]) - 1 + len(sent["api"])
     print(f"\nrecovered on {result['after']['replica']} after {result['awayMs']} ms away, "
           f"{len(received)} events, each once and in order")
-
-
-def test_drained_replica_client_recovers_everything_on_another_replica(recovery_stack, unique):
-    drained = []
-
-    def drain_replica(replica_id: str) -> None:
-        victim = replica_named(recovery_stack, replica_id)
-        victim.process.send(signal.SIGTERM)  # it hands its clients to the others, then exits
-        drained.append(victim)
-
-    try:
-        result = run_recovery_check(recovery_stack, unique, "drain", drain_replica)
-        wait_until(lambda: not drained[0].process.running(), timeout=DRAIN_SECONDS + 15,
-                   what="the drained replica to exit")
-        assert drained[0].process.popen.returncode == 0
-    finally:
-        for victim in drained:
-            restart(recovery_stack, victim)
-
-    received = assert_recovered_everything_elsewhere(result)
-    print(f"\ndrained: recovered on {result['after']['replica']} after {result['awayMs']} ms "
-          f"away, {len(received)} events, each once and in order")
 
 
 def test_chat_client_recovers_its_room_and_messages(recovery_stack, unique):
@@ -237,6 +222,29 @@ def test_broker_restart_while_its_replica_is_killed_client_recovers_everything(
     print(f"\nbroker down {outage['seconds']:.1f}s, replica killed meanwhile: recovered on "
           f"{result['after']['replica']} after {result['awayMs']} ms away, {len(received)} "
           "events, each once and in order")
+
+
+def test_drained_replica_client_recovers_everything_on_another_replica(recovery_stack, unique):
+    drained = []
+
+    def drain_replica(replica_id: str) -> None:
+        victim = replica_named(recovery_stack, replica_id)
+        victim.process.send(signal.SIGTERM)  # it hands its clients to the others, then exits
+        drained.append(victim)
+
+    try:
+        result = run_recovery_check(recovery_stack, unique, "drain", drain_replica)
+        victim = drained[0]
+        wait_until(lambda: not victim.process.running(), timeout=DRAIN_SECONDS + 15,
+                   what="the drained replica to exit")
+        assert victim.process.popen.returncode == 0
+    finally:
+        for victim in drained:
+            restart(recovery_stack, victim)
+
+    received = assert_recovered_everything_elsewhere(result)
+    print(f"\ndrained: recovered on {result['after']['replica']} after {result['awayMs']} ms "
+          f"away, {len(received)} events, each once and in order")
 
 
 def test_past_the_window_a_new_session(recovery_stack, unique):

@@ -8,8 +8,8 @@
 // and waits for a line on stdin: the test has then cut A off (modes "kill", "drain" and "broker":
 // its replica is killed, drained, or killed while RabbitMQ is down; mode "window": A's transport
 // is dropped and A stays away longer than the recovery window). Meanwhile B and the HTTP API send
-// events to A's room, to A's user (main namespace) and to everyone; B keeps sending while A
-// reconnects. On /chat, B's events are chat messages, and A says something after it is back. The
+// events to A's room, to A's user (main namespace; the worker's notifications too) and to
+// everyone; B keeps sending while A reconnects. On /chat, B's events are chat messages, and A says something after it is back. The
 // last line on stdout is what happened, as JSON; any failure exits non-zero with the reason on
 // stderr.
 
@@ -60,26 +60,27 @@ async function info(client) {
   return { replica: answer.replica, sid: CHAT ? client.socket.id : answer.sid };
 }
 
-// The marked events A got (my_response payloads, and chat messages on /chat), each with the
-// offset that came with it (or null).
+// The marked events A got (my_response payloads, the worker's notifications, and chat messages
+// on /chat), each with the offset that came with it (or null).
 function marked(client) {
   const text = (item) => (item.event === E.myResponse ? item.args[0]?.data
-    : CHAT && item.event === E.chatMessage ? item.args[0]?.text : undefined);
+    : item.event === E.notification ? item.args[0]?.data?.text
+      : CHAT && item.event === E.chatMessage ? item.args[0]?.text : undefined);
   return client.received
     .filter((item) => String(text(item)).startsWith(marker))
     .map((item) => ({ data: text(item), offset: item.args.length > 1 ? item.args.at(-1) : null }));
 }
 
-async function apiEmit(messages) {
+async function apiPost(path, body) {
   const deadline = Date.now() + API_RETRY_MS;
   for (;;) {
-    const response = await fetch(`${apiUrl}/emit`, {
+    const response = await fetch(`${apiUrl}${path}`, {
       method: "POST",
       headers: { "Content-Type": "application/json", Authorization: `Bearer ${apiKey}` },
-      body: JSON.stringify(messages),
+      body: JSON.stringify(body),
     });
     if (response.status === 202) return;
-    const refusal = `POST /api/emit: ${response.status} ${await response.text()}`;
+    const refusal = `POST /api${path}: ${response.status} ${await response.text()}`;
     if (response.status !== 503 || Date.now() > deadline) throw new Error(refusal);
     await sleep(250);  // nothing was sent: the broker is away
   }
@@ -117,7 +118,7 @@ async function main() {
   if (!b) throw new Error(`every sender landed on ${before.replica}`);
   if (CHAT) await joinRoom(b, room);  // only members talk in a chat room
 
-  const sent = { a: [], b: [], api: [] };
+  const sent = { a: [], b: [], api: [], worker: [] };
   const fromB = (i) => {
     const data = `${marker} b${i}`;
     if (CHAT) b.socket.emit(E.chatSay, { room, text: data });
@@ -146,7 +147,16 @@ async function main() {
     batch.push({ event: E.myResponse, data: { data }, to: targets[i % targets.length], namespace });
     sent.api.push(data);
   }
-  const apiSent = apiEmit(batch);  // while the broker is away it is tried again until accepted
+  // Then notifications to A's user, which the worker delivers (main namespace). While the broker
+  // is away the API answers 503 (nothing sent) and they are tried again until accepted.
+  const apiSent = (async () => {
+    await apiPost("/emit", batch);
+    for (let i = 0; i < (CHAT ? 0 : 5); i++) {
+      const text = `${marker} worker${i}`;
+      await apiPost("/notifications", { to: { user }, data: { text } });
+      sent.worker.push(text);
+    }
+  })();
   apiSent.catch(() => {});  // awaited below
   // And while A reconnects: B keeps sending until A is back, and a little after.
   let i = 31;
@@ -167,7 +177,7 @@ async function main() {
     aSaid = await a.socket.timeout(TIMEOUT_MS).emitWithAck(E.chatSay, { room, text });
     sent.a.push(text);
   }
-  const expected = sent.a.length + sent.b.length + sent.api.length;
+  const expected = sent.a.length + sent.b.length + sent.api.length + sent.worker.length;
   const everything = config.everythingMs ?? TIMEOUT_MS;
   await until("every event", () => marked(a).length >= expected || mode === "window", everything)
     .catch(() => {});
