@@ -185,7 +185,8 @@ async function main() {
 
   const result = {
     before, after, firstPid, recovered: a.socket.recovered, sameId: before.sid === after.sid,
-    connects: a.connects, awayMs: Date.now() - disconnectedAt, backAt: a.connectedAt, sent, received: marked(a), aSaid,
+    connects: a.connects, awayMs: a.connectedAt - disconnectedAt, backAt: a.connectedAt,
+    sent, received: marked(a), aSaid,
   };
   for (const socket of [a.socket, a.main, b.socket, b.main]) socket.disconnect();
   clearTimeout(watchdog);
