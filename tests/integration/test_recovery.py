@@ -183,15 +183,26 @@ def test_chat_client_recovers_its_room_and_messages(recovery_stack, unique):
 
 
 def test_broker_restart_while_its_replica_is_killed_client_recovers_everything(
-        recovery_stack, unique):
+        recovery_stack, unique, clients):
     """RabbitMQ stops, A's replica is killed while it is down, and A reconnects to another
     replica before the broker is back: the log and the sessions are on disk, the surviving
     replicas hold what their clients send meanwhile in their outboxes, and the API answers 503
-    until it can publish (the script tries again). Once the broker is back, A has everything."""
+    until it can publish (the script tries again). Once the broker is back, A has everything, and
+    so has a python-socketio client that asked for recovery and stayed connected throughout."""
     killed = []
     outage = {}
+    room, user = f"recovery-{unique}", f"recovery-user-{unique}"
 
     def stop_broker_and_kill_replica(replica_id: str) -> None:
+        for _ in range(6):  # on a replica that stays (new sessions go round-robin)
+            stayer = RecordingClient(recovery_stack.url, auth={
+                "recover": True, "token": issue_token(STACK_ENV["SECRET_KEY"], user)}).connect()
+            clients.append(stayer)
+            if stayer.info()["replica"] != replica_id:
+                break
+        stayer.sio.emit(Event.JOIN, {"room": room})
+        stayer.wait_for(Event.MY_RESPONSE, lambda r: room in str(r))
+        outage["stayer"] = stayer
         recovery_stack.stop_broker()
         outage["from"] = time.monotonic()
         victim = replica_named(recovery_stack, replica_id)
@@ -219,6 +230,17 @@ def test_broker_restart_while_its_replica_is_killed_client_recovers_everything(
 
     received = assert_recovered_everything_elsewhere(result)
     assert result["backAt"] / 1000 < outage["restart_at"], "A was not back before the broker"
+    # The one that stayed: every event after it joined, once, in order, each with its offset.
+    sent = result["sent"]
+    got = [(payload["data"], offset) for payload, offset in outage["stayer"].events(
+        Event.MY_RESPONSE) if str(payload.get("data")).startswith(unique)] + [
+        (payload["data"]["text"], offset) for payload, offset in outage["stayer"].events(
+            Event.NOTIFICATION) if str(payload["data"].get("text")).startswith(unique)]
+    from_b = sent["b"][1:]  # b0 went out before it joined
+    assert sorted(d for d, _ in got) == sorted(from_b + sent["api"] + sent["worker"])
+    for expected in (from_b, sent["api"]):
+        assert [d for d, _ in got if d in set(expected)] == expected
+    assert all(offset.isdigit() for _, offset in got)
     print(f"\nbroker down {outage['seconds']:.1f}s, replica killed meanwhile: recovered on "
           f"{result['after']['replica']} after {result['awayMs']} ms away, {len(received)} "
           "events, each once and in order")
