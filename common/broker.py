@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import kombu
 import socketio
-from amqp.exceptions import NotFound
+from amqp.exceptions import ChannelError, NotFound
 
 from common import metrics, strict_json
 from common.settings import Settings
@@ -47,6 +47,7 @@ class BrokerLimits:
     heartbeat_seconds: int = 5  # a dead or frozen broker is noticed within about 2x this
     connect_timeout_seconds: float = 2.0
     retry_max_seconds: float = 2.0
+    queues_start_seconds: float = 10.0  # the most a (re)connected publisher waits for its queues
 
 
 class QueueManager(socketio.KombuManager):
@@ -97,6 +98,7 @@ class QueueManager(socketio.KombuManager):
         # published meanwhile waits in the connection until the alarm clears.
         self.publisher_blocked: str | None = None
         self.listener_bound = False
+        self._queues_to_await: list[tuple[kombu.Queue, bool]] = []  # see `await_queue`
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -141,6 +143,7 @@ class QueueManager(socketio.KombuManager):
                         on_blocked=self._on_publisher_blocked,
                         on_unblocked=self._on_publisher_unblocked)
                     connection.ensure_connection(max_retries=1)
+                    self._await_queues(connection)
                     producer = connection.Producer(exchange=self.fanout_exchange())
                     self._set_publisher_connected(True)
                     retry_delay = 0.1
@@ -175,6 +178,43 @@ class QueueManager(socketio.KombuManager):
                     connection = None
                 time.sleep(retry_delay)
                 retry_delay = min(retry_delay * 2, self.limits.retry_max_seconds)
+
+    def await_queue(self, queue: kombu.Queue, *, create: bool = True) -> None:
+        """A durable queue that must receive what this process publishes (web/recovery.py's
+        streams): each (re)connected publisher declares it and binds it to its exchange before
+        it publishes anything; with `create` False, only if it exists already."""
+        self._queues_to_await.append((queue, create))
+
+    def _await_queues(self, connection: kombu.Connection) -> None:
+        """After a broker restart the fan-out exchange (not durable) is new and bound to nothing
+        until someone binds a queue to it again, and RabbitMQ takes connections before it has
+        started its streams: whatever is published meanwhile misses those queues without a word.
+        So the queues of `await_queue` are declared and bound first, tried again while they are
+        not started (NOT_FOUND, "home node ... is down"), for at most `queues_start_seconds`."""
+        deadline = time.monotonic() + self.limits.queues_start_seconds
+        for wanted, create in self._queues_to_await:
+            while True:
+                channel = connection.channel()  # a failed declare closes its channel
+                try:
+                    queue = wanted(channel)
+                    if create:
+                        queue.declare()
+                    else:
+                        queue.queue_declare(passive=True)
+                        queue.exchange.declare()
+                        queue.queue_bind()
+                    break
+                except ChannelError as exc:
+                    if not create and isinstance(exc, NotFound) and "no queue" in str(exc):
+                        break  # nobody made it: nothing to feed
+                    if time.monotonic() >= deadline:
+                        log.error("broker queue %s is not available (%s): publishing without it",
+                                  wanted.name, exc)
+                        return
+                    time.sleep(0.1)
+                finally:
+                    with contextlib.suppress(Exception):
+                        channel.close()
 
     def _set_publisher_connected(self, connected: bool) -> None:
         if connected and not self.publisher_connected:
@@ -344,9 +384,19 @@ def create_queue_manager(settings: Settings, *, write_only: bool) -> QueueManage
     )
 
 
+def recovery_log_name(channel: str) -> str:
+    """The stream every emit of the channel is logged to, for connection state recovery
+    (web/recovery.py declares it)."""
+    return f"{channel}.recovery-log"
+
+
 def create_emitter(settings: Settings) -> QueueManager:
     """The write-only emitter a process outside the web replicas uses to reach their clients.
 
     Create one per process and keep it: each one holds a broker connection.
     """
-    return create_queue_manager(settings, write_only=True)
+    emitter = create_queue_manager(settings, write_only=True)
+    if settings.recovery_window_seconds:  # clients that asked for recovery read only the log
+        emitter.await_queue(kombu.Queue(recovery_log_name(settings.socketio_channel),
+                                        emitter.fanout_exchange()), create=False)
+    return emitter

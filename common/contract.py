@@ -98,8 +98,11 @@ class RoomDataPayload(RoomPayload):
     data: Any
 
 
+CHAT_DEFAULT_NAME = "anonymous"  # who talks in /chat without having given a name
+
+
 class ChatJoinPayload(RoomPayload):
-    name: StrictStr = Field(default="anonymous", min_length=1, max_length=50)
+    name: StrictStr = Field(default=CHAT_DEFAULT_NAME, min_length=1, max_length=50)
 
 
 class ChatSayPayload(Payload):

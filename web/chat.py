@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 from flask import request, session
-from flask_socketio import emit, join_room
+from flask_socketio import emit, join_room, rooms
 
 from common.contract import (
+    CHAT_DEFAULT_NAME,
     CHAT_NAMESPACE,
     ChatJoinPayload,
     ChatSayPayload,
@@ -35,7 +36,6 @@ class ChatNamespace(AnsweringNamespace):
                              "be joined")
         refuse_too_many_rooms(request.room, namespace=self.namespace)
         session["chat_name"] = request.name
-        session.setdefault("chat_rooms", set()).add(request.room)
         join_room(request.room)
         self._say(request.room, "server", f"{request.name} joined {request.room}")
         # Who else is there, as of now; `presence` events tell what changes from here on. A
@@ -47,9 +47,12 @@ class ChatNamespace(AnsweringNamespace):
 
     def on_say(self, payload):
         request = ChatSayPayload.model_validate(payload)
-        if request.room not in session.get("chat_rooms", set()):
+        # Its rooms, not its session, say where it may talk: a recovered connection gets its rooms
+        # back (web/recovery.py) but not the session it had on the replica it left, so it talks
+        # under the default name until it joins again.
+        if is_reserved_room(request.room) or request.room not in rooms(namespace=self.namespace):
             raise BadRequest(f"join room {request.room!r} before talking in it")
-        self._say(request.room, session["chat_name"], request.text)
+        self._say(request.room, session.get("chat_name", CHAT_DEFAULT_NAME), request.text)
         return {"ok": True}
 
     def _say(self, room: str, name: str, text: str) -> None:

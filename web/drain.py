@@ -22,6 +22,7 @@ from flask_socketio import SocketIO
 log = logging.getLogger(__name__)
 
 SESSION_PATH = "/socket.io/"
+REFUSAL = json.dumps({"error": "this replica is shutting down; reconnect"}).encode()
 
 
 class Drain:
@@ -30,16 +31,24 @@ class Drain:
         self.draining = False
         self.sleep = sleep or sio.sleep  # gevent.sleep in a replica
 
-    def refuse_new_sessions_while_draining(self, wsgi_app):
-        body = json.dumps({"error": "this replica is shutting down; reconnect"}).encode()
+    def refuses(self, environ) -> bool:
+        """A new Socket.IO session while draining (the requests of a session carry its sid)."""
+        return (self.draining and environ.get("PATH_INFO", "").startswith(SESSION_PATH)
+                and "sid=" not in environ.get("QUERY_STRING", ""))
 
+    @staticmethod
+    def refuse(start_response) -> list[bytes]:
+        start_response("503 Service Unavailable", [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(REFUSAL))),
+            ("Retry-After", "1")])
+        return [REFUSAL]
+
+    def refuse_new_sessions_while_draining(self, wsgi_app):
+        """Polling handshakes; WebSocket ones are refused before their upgrade (web/upstream.py's
+        ReplicaWebSocketHandler), since gevent-websocket answers 101 before the app runs."""
         def middleware(environ, start_response):
-            if self.draining and environ.get("PATH_INFO", "").startswith(SESSION_PATH) \
-                    and "sid=" not in environ.get("QUERY_STRING", ""):
-                start_response("503 Service Unavailable", [
-                    ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                    ("Retry-After", "1")])
-                return [body]
+            if self.refuses(environ):
+                return self.refuse(start_response)
             return wsgi_app(environ, start_response)
         return middleware
 

@@ -44,6 +44,7 @@ from engineio import packet as eio_packet
 from socketio import packet as socketio_packet
 
 from common import metrics
+from common.broker import recovery_log_name
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ ROOMS = "recovery_rooms"  # a log entry: a client's rooms from here on
 
 
 class RecoveryUnavailable(Exception):
-    """The log no longer holds what a recovery needs (retention, or a read that failed)."""
+    """Why a client that came back with a pid gets a new session (logged once): its session is
+    unknown or too old, or the log no longer holds what it missed (retention, a failed read)."""
 
 
 @dataclass(eq=False)
@@ -150,7 +152,7 @@ class Recovery:
         self.restores_room = restores_room
         self.replica = f"{replica_id}.{manager.host_id[:8]}"
         self.clock = clock
-        self.log_name = f"{manager.channel}.recovery-log"
+        self.log_name = recovery_log_name(manager.channel)
         self.sessions_name = f"{manager.channel}.recovery-sessions"
         self.checkpoint_seconds = max(5.0, window_seconds / 2)
         self.memory: collections.deque[tuple[int, dict]] = collections.deque(maxlen=memory_events)
@@ -171,6 +173,10 @@ class Recovery:
         # The server's own (unwrapped) packet writer; web/upstream.py's install_recovery sets it.
         self.send_eio_packet: Callable[[str, object], None] | None = None
         self.bound = False
+        # Whatever the publisher holds while the broker is away goes into the log, and the session
+        # records into theirs, once it is back (common.broker's `_await_queues`).
+        manager.await_queue(self.log_queue("next"))
+        manager.await_queue(self.sessions_queue("first"))
 
     # -- the handshake (called by web/upstream.py's wrappers) ---------------------------------
 
@@ -209,19 +215,23 @@ class Recovery:
     def restorable(self, client: Client, pid, offset) -> Client | None:
         """Turns `client` into the session `pid` had, with what it missed up to now."""
         namespace = client.namespace
+        if pid is None:
+            return None  # a first connection
         record = self.sessions.get(pid) if isinstance(pid, str) else None
         if record is None or record.get("namespace") != namespace:
-            return None
-        if self.clock() - left_at(record, self.heartbeats) > self.window:
-            return None
+            raise RecoveryUnavailable("unknown session")
+        away = self.clock() - left_at(record, self.heartbeats)
+        if away > self.window:
+            raise RecoveryUnavailable(f"away {away:.1f}s, longer than the window")
         if self.manager.is_connected(record["sid"], namespace):
-            return None  # its old connection is still open here: this replica will see it close
+            raise RecoveryUnavailable("its old connection is still open here (it will close)")
         start = record["since"] if offset is None else parse_offset(offset)
         if start is None:
-            return None
+            raise RecoveryUnavailable("not an offset")
         start = max(start, record["since"])
-        if start > client.read_until:
-            return None  # an offset this replica has not reached: not one it gave
+        if start > client.read_until:  # not one it was given, or this replica is behind
+            raise RecoveryUnavailable(f"offset {start} is past this replica's log position "
+                                      f"{client.read_until}")
         if start >= self.memory_from:  # all in memory (and nothing yields until it is copied)
             earlier = [entry for entry in self.memory if start < entry[0] <= client.read_until]
         else:

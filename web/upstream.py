@@ -962,11 +962,13 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
 
 
 class ReplicaWebSocketHandler(gws_handler.WebSocketHandler):
-    """gevent-websocket's request handler, refusing a foreign Origin before the WebSocket upgrade.
+    """gevent-websocket's request handler, refusing a foreign Origin, and new sessions while the
+    replica drains (web/drain.py), before the WebSocket upgrade.
 
     gevent-websocket answers 101 Switching Protocols before the WSGI app runs, so engine.io's
     origin check comes too late for WebSocket handshakes: its 400 goes nowhere and the foreign
-    page holds an open socket.
+    page holds an open socket. The drain's 503 likewise: the client got a socket that closed
+    before the handshake, and the official client then waits its whole connect timeout.
     """
 
     # gevent's default read buffer is 8 KB per connection, allocated up front and kept for the
@@ -986,4 +988,7 @@ class ReplicaWebSocketHandler(gws_handler.WebSocketHandler):
             self.start_response("400 Bad Request", [("Content-Type", "application/json"),
                                                     ("Content-Length", str(len(body)))])
             return [body]
+        drain = getattr(self.application, "extensions", {}).get("drain")
+        if drain is not None and drain.refuses(self.environ):  # nginx tries the next replica
+            return drain.refuse(self.start_response)
         return super().upgrade_websocket()

@@ -362,7 +362,15 @@ def test_graceful_drain_moves_clients_spread_over_time(faulty, clients):
         victim.process.send(signal.SIGTERM)
         wait_until(lambda: readiness(faulty, 2) in ("not ready", ""), timeout=2)
         # New sessions go elsewhere while it drains; existing ones still reach it until it
-        # drops them.
+        # drops them. WebSocket handshakes too: refused before the upgrade, so nginx tries the
+        # next replica (after a 101 the 503 went nowhere and the socket closed before the
+        # handshake). Round-robin: one of three reaches the draining replica, before a 503 takes
+        # it out of nginx's rotation.
+        for _ in range(3):
+            newcomer = socketio.Client()
+            newcomer.connect(faulty.url, transports=["websocket"], wait_timeout=5)
+            assert replica_of(newcomer) != victim.replica_id
+            newcomer.disconnect()
         newcomer = socketio.Client()
         newcomer.connect(faulty.url, transports=["polling"])
         assert replica_of(newcomer) != victim.replica_id

@@ -5,7 +5,7 @@ and the jobs without a network or a RabbitMQ.
 - `FakeBroker`: the broker behind `QueueManager.connect_to_broker()` (its factory of broker
   connections, the seam `ManagerOnFakeBroker` replaces): records every publish in order,
   fails the publish attempts it is told to, like a connection dropped mid-publish, and can be
-  unreachable.
+  unreachable, or have queues that are not started yet (a restarted RabbitMQ's streams).
 - `MemoryJobBroker`: kombu's in-memory transport, for the consumer: real kombu messages,
   producers and queues (ack, requeue, publish to a declared queue), no network.
 """
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import kombu
+from amqp.exceptions import NotFound
 
 from common.broker import BrokerLimits, QueueManager
 from common.jobs import DEAD_LETTER_QUEUE, JOBS_EXCHANGE, JOBS_QUEUE, retry_queue
@@ -68,6 +69,10 @@ class FakeBroker:
         self.closed = threading.Event()
         self._lock = threading.Lock()
         self._took = threading.Condition(self._lock)
+        self.queues_started = threading.Event()  # cleared: declares fail as a restarted stream's
+        self.queues_started.set()
+        self.bindings: list[tuple[str, str]] = []  # (queue, exchange), in the order bound
+        self.missing_queues: set[str] = set()  # a passive declare of these: "no queue"
 
     def connect(self, **transport_options) -> FakeConnection:
         connection = FakeConnection(self, transport_options)
@@ -127,6 +132,9 @@ class FakeConnection:
     def Producer(self, exchange: kombu.Exchange | None = None) -> FakeProducer:
         return FakeProducer(self.broker, exchange)
 
+    def channel(self) -> FakeChannel:
+        return FakeChannel(self.broker)
+
     def drain_events(self, timeout: float | None = None) -> None:
         self.broker.check()
         raise TimeoutError()  # nothing to read: a healthy idle connection
@@ -136,6 +144,34 @@ class FakeConnection:
 
     def release(self) -> None:
         self.released = True
+
+
+class FakeChannel:
+    """The part of an AMQP channel that declaring a kombu.Queue uses."""
+
+    def __init__(self, broker: FakeBroker):
+        self.broker = broker
+
+    def prepare_queue_arguments(self, arguments: dict, **options) -> dict:
+        return arguments
+
+    def exchange_declare(self, **options) -> None:
+        self.broker.check()
+
+    def queue_declare(self, queue: str = "", passive: bool = False,
+                      **options) -> tuple[str, int, int]:
+        self.broker.check()
+        if passive and queue in self.broker.missing_queues:
+            raise NotFound(f"NOT_FOUND - no queue '{queue}' in vhost '/'")
+        if not self.broker.queues_started.is_set():
+            raise NotFound(f"home node of durable queue '{queue}' is down or inaccessible")
+        return queue, 0, 0
+
+    def queue_bind(self, queue: str, exchange: str = "", **options) -> None:
+        self.broker.bindings.append((queue, exchange))
+
+    def close(self) -> None:
+        pass
 
 
 class FakeProducer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import kombu
 import pytest
 
 from common.broker import BrokerLimits
@@ -119,6 +120,47 @@ def test_a_resource_alarm_shows_in_status_and_the_gauge_until_it_clears(broker):
     broker.unblock()
     assert not manager.status()["publisher_blocked"]
     assert local_metric("broker_publisher_blocked", FANOUT) == 0
+
+
+@pytest.mark.parametrize("create", [True, False])
+def test_a_publisher_declares_and_binds_its_queues_before_it_publishes(broker, create):
+    """A restarted RabbitMQ: its fan-out exchange bound to nothing yet, its streams not started
+    (NOT_FOUND) for a moment; what waited in the outbox must reach them all the same."""
+    broker.queues_started.clear()
+    manager = manager_on(broker)
+    manager.await_queue(kombu.Queue("unit-channel.log", manager.fanout_exchange(), durable=True),
+                        create=create)
+
+    emit_numbered(manager, 3)
+
+    assert not manager.flush(timeout=0.3)
+    assert broker.published == [] and broker.bindings == []
+    broker.queues_started.set()
+    assert numbers(broker.wait_published(3)) == [0, 1, 2]
+    assert broker.bindings == [("unit-channel.log", "unit-channel")]
+
+
+def test_a_queue_nobody_made_is_not_waited_for_nor_made(broker):
+    """The worker binds the recovery log only if the replicas made it (recovery on)."""
+    broker.queues_started.clear()
+    broker.missing_queues.add("unit-channel.log")
+    manager = manager_on(broker)
+    manager.await_queue(kombu.Queue("unit-channel.log", manager.fanout_exchange()), create=False)
+
+    emit_numbered(manager, 1)
+
+    assert numbers(broker.wait_published(1, timeout=1)) == [0]
+    assert broker.bindings == []
+
+
+def test_a_queue_that_never_starts_delays_publishing_only_so_long(broker):
+    broker.queues_started.clear()
+    manager = manager_on(broker, BrokerLimits(retry_max_seconds=0.05, queues_start_seconds=0.3))
+    manager.await_queue(kombu.Queue("unit-channel.log", manager.fanout_exchange()))
+
+    emit_numbered(manager, 1)
+
+    assert numbers(broker.wait_published(1, timeout=5)) == [0]
 
 
 def test_full_outbox_drops_new_messages_and_counts_them(unreachable_broker):

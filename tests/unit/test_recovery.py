@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import kombu
 import pytest
 import socketio
 
@@ -88,6 +89,12 @@ class RecordingManager(socketio.Manager):
 
     def publish_to_queue(self, queue_name, data):
         self.records.append(data)
+
+    def fanout_exchange(self):
+        return kombu.Exchange(self.channel, type="fanout", durable=False)
+
+    def await_queue(self, queue, create=True):
+        pass  # no publisher here: what is published is recorded at once
 
 
 class Clock:
