@@ -19,9 +19,10 @@ from collections.abc import Callable
 
 from flask_socketio import SocketIO
 
+from web.limits import opens_session
+
 log = logging.getLogger(__name__)
 
-SESSION_PATH = "/socket.io/"
 
 
 class Drain:
@@ -37,8 +38,7 @@ class Drain:
         call_app = wsgi_app if inspect.isroutine(wsgi_app) else wsgi_app.__call__
 
         def middleware(environ, start_response):
-            if self.draining and environ.get("PATH_INFO", "").startswith(SESSION_PATH) \
-                    and "sid=" not in environ.get("QUERY_STRING", ""):
+            if self.draining and opens_session(environ):
                 start_response("503 Service Unavailable", [
                     ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                     ("Retry-After", "1")])

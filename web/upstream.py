@@ -170,6 +170,8 @@ INSTANCE_ATTRIBUTES_READ = {
     "engineio.server.Server": ("_async",),
 }
 
+HALF_OPEN_REFUSAL = (b'{"error": "this replica holds too many sessions that have not connected; '
+                     b'retry shortly"}')
 CLOSE_MESSAGE_TOO_BIG = 1009  # RFC 6455 7.4.1
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000  # engine.io's own default, for a WebSocket outside our apps
 
@@ -196,6 +198,9 @@ def install_limits(sio_server, limits: ClientLimits) -> None:
     manager = sio_server.manager
     manager._generate_ack_id = BoundedAcks(manager, limits)
     keep_trimmed_environ(sio_server)
+    watch = HandshakeWatch(sio_server, limits)
+    sio_server.eio.handshake_watch = watch
+    limits.still_half_open = watch.still_half_open
     eio_async = sio_server.eio._async
     if "websocket" in eio_async:
         sio_server.eio._async = {**eio_async, "websocket": inline_websocket_wrapper(eio_async)}
@@ -228,6 +233,9 @@ def keep_trimmed_environ(sio_server) -> None:
     handle_eio_connect = sio_server._handle_eio_connect
 
     def connect(eio_sid, environ):
+        watch = getattr(sio_server.eio, "handshake_watch", None)
+        if watch is not None:
+            watch.opened(eio_sid)
         return handle_eio_connect(eio_sid, trimmed_environ(environ))
 
     sio_server._handle_eio_connect = connect
@@ -428,6 +436,9 @@ def _guarded_message(sio_server, limits: ClientLimits, handle, eio_sid: str, dat
         waiting_for_attachments.pop(eio_sid, None)
         limits.malformed(eio_sid, "socket.io", exc)
         return
+    finally:
+        if eio_sid in limits.half_open.deadlines:
+            sio_server.eio.handshake_watch.check(eio_sid)
     waiting = waiting_for_attachments.get(eio_sid)
     if waiting is not None and (waiting.attachment_count < 1 or waiting.data is None):
         # Upstream would wait for attachments that were never announced and take the next
@@ -797,6 +808,68 @@ class PingScheduler:
                     log.exception("ping of %s failed", session.sid)
 
 
+class HandshakeWatch:
+    """Closes the sessions that connect no Socket.IO namespace within HANDSHAKE_TIMEOUT_SECONDS
+    (the policy: web/limits.py's HalfOpenSessions), from one greenlet per server that wakes when
+    the oldest is due, like PingScheduler."""
+
+    def __init__(self, sio_server, limits: ClientLimits):
+        self.sio_server = sio_server
+        self.limits = limits
+        self.half_open = limits.half_open
+        self.lock = threading.Lock()
+        self.running = False
+
+    def opened(self, eio_sid: str) -> None:
+        self.half_open.opened(eio_sid)
+        with self.lock:
+            if self.running:
+                return
+            self.running = True
+        self.sio_server.eio.start_background_task(self.run)
+
+    def still_half_open(self, eio_sid: str) -> bool:
+        if eio_sid not in self.sio_server.eio.sockets:
+            return False
+        manager = self.sio_server.manager
+        return all(manager.sid_from_eio_sid(eio_sid, namespace) is None
+                   for namespace in list(manager.get_namespaces()))
+
+    def check(self, eio_sid: str) -> None:
+        """After a message of a half-open session: forgotten here once it connected a namespace."""
+        if not self.still_half_open(eio_sid):
+            self.half_open.settled(eio_sid)
+
+    def run(self) -> None:
+        while True:
+            with self.lock:
+                deadline = self.half_open.next_deadline()
+                if deadline is None:
+                    self.running = False
+                    return
+            wait = deadline - time.monotonic()
+            if wait > 0:
+                self.sio_server.eio.sleep(wait)
+                continue
+            for eio_sid in self.half_open.expired():
+                if self.still_half_open(eio_sid):
+                    try:
+                        self.close(eio_sid)
+                    except Exception:  # one broken session must not stop the watch
+                        log.exception("closing half-open session %s failed", eio_sid)
+
+    def close(self, eio_sid: str) -> None:
+        eio = self.sio_server.eio
+        session = eio.sockets.get(eio_sid)
+        if session is None:
+            return
+        self.limits.handshake_timed_out(eio_sid)
+        # Not eio.disconnect(): it waits until a polling client fetches its CLOSE packet, which
+        # a client that never connected a namespace may never do.
+        session.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
+        eio.sockets.pop(eio_sid, None)
+
+
 class WebSocketWriter:
     """Writes one WebSocket client's frames from the greenlet that sends them.
 
@@ -1056,6 +1129,14 @@ class ReplicaWebSocketHandler(gws_handler.WebSocketHandler):
             body = b'"Not an accepted origin."'
             self.start_response("400 Bad Request", [("Content-Type", "application/json"),
                                                     ("Content-Length", str(len(body)))])
+            return [body]
+        # Every request passes here first, polling or not: a new session refused here (the
+        # half-open cap) is answered before gevent-websocket's 101, so the client gets the 503.
+        if limits is not None and limits.handshake_refused(self.environ):
+            body = HALF_OPEN_REFUSAL
+            self.start_response("503 Service Unavailable", [
+                ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                ("Retry-After", "1")])
             return [body]
         result = super().upgrade_websocket()
         websocket = getattr(self, "websocket", None)
