@@ -3,8 +3,11 @@ after the handshake, and the WebSocket reading its socket without the request's 
 
 from __future__ import annotations
 
+import socket
+
 import gevent
 import gevent.socket
+import pytest
 
 from common.contract import Event
 from tests.support.app import TestClient
@@ -45,41 +48,38 @@ def test_another_client_after_a_trimmed_one_is_unaffected(app):
     second.disconnect()
 
 
-def test_socket_reader_returns_exactly_what_is_asked_and_keeps_what_it_read_ahead():
+@pytest.fixture
+def pair():
     ours, theirs = gevent.socket.socketpair()
-    try:
-        reader = SocketReader(ours, pending=b"\x81")  # what the request's buffer held
-        theirs.sendall(b"\x05hello" + b"\x82\x00")
-        assert reader.read(2) == b"\x81\x05"
-        assert reader.read(5) == b"hello"
-        assert reader.pending == b"\x82\x00"  # read ahead in the same system call
-        assert reader.read(2) == b"\x82\x00" and reader.pending == b""
-    finally:
-        ours.close()
-        theirs.close()
+    yield ours, theirs
+    ours.close()
+    theirs.close()
 
 
-def test_socket_reader_waits_for_a_payload_split_across_packets():
-    ours, theirs = gevent.socket.socketpair()
-    try:
-        reader = SocketReader(ours)
-        payload = bytes(range(256)) * 40  # 10,240 bytes, above the read-ahead
-        later = gevent.spawn_later(0.05, theirs.sendall, payload[5000:])
-        theirs.sendall(payload[:5000])
-        assert reader.read(len(payload)) == payload
-        later.get(timeout=2)
-    finally:
-        ours.close()
-        theirs.close()
+def test_socket_reader_returns_exactly_what_is_asked_and_keeps_what_it_read_ahead(pair):
+    ours, theirs = pair
+    reader = SocketReader(ours, pending=b"\x81")  # what the request's buffer held
+    theirs.sendall(b"\x05hello" + b"\x82\x00")
+    assert reader.read(2) == b"\x81\x05"
+    assert reader.read(5) == b"hello"
+    assert reader.pending == b"\x82\x00"  # read ahead in the same system call
+    assert reader.read(2) == b"\x82\x00" and reader.pending == b""
 
 
-def test_socket_reader_gives_a_short_read_when_the_peer_closes():
-    ours, theirs = gevent.socket.socketpair()
-    try:
-        reader = SocketReader(ours)
-        theirs.sendall(b"ab")
-        theirs.close()
-        assert reader.read(4) == b"ab"
-        assert reader.read(2) == b""
-    finally:
-        ours.close()
+def test_socket_reader_waits_for_a_payload_split_across_packets(pair):
+    ours, theirs = pair
+    reader = SocketReader(ours)
+    payload = bytes(range(256)) * 40  # 10,240 bytes, above the read-ahead
+    later = gevent.spawn_later(0.05, theirs.sendall, payload[5000:])
+    theirs.sendall(payload[:5000])
+    assert reader.read(len(payload)) == payload
+    later.get(timeout=2)
+
+
+def test_socket_reader_gives_a_short_read_when_the_peer_closes(pair):
+    ours, theirs = pair
+    reader = SocketReader(ours)
+    theirs.sendall(b"ab")
+    theirs.shutdown(socket.SHUT_WR)
+    assert reader.read(4) == b"ab"
+    assert reader.read(2) == b""
