@@ -64,6 +64,9 @@ function onResponse(index, payload) {
 function open(index, settled = () => {}) {
   const socket = io(config.url, {
     transports: ["websocket"],
+    // Asks for connection state recovery (the "stack-recovering" system): every event then
+    // comes through the replica's recovery log, with its offset.
+    ...(config.recover ? { auth: { recover: true } } : {}),
     reconnection: false,
     forceNew: true,
     timeout: config.connectTimeoutMs,

@@ -17,8 +17,11 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-LABELS = {"stack": "this stack", "recipe": "Flask-SocketIO recipe", "node": "Node socket.io"}
-COLORS = {"stack": "#2a7ab9", "recipe": "#9a9a9a", "node": "#6aa84f"}
+LABELS = {"stack": "this stack", "stack-recovering": "this stack, clients recovering",
+          "stack-no-recovery": "this stack, recovery off", "recipe": "Flask-SocketIO recipe",
+          "node": "Node socket.io"}
+COLORS = {"stack": "#2a7ab9", "stack-recovering": "#7fb3dc", "stack-no-recovery": "#1b4f78",
+          "recipe": "#9a9a9a", "node": "#6aa84f"}
 PANELS = (  # (title, value of one system's result)
     ("web CPU-ms per 1,000 deliveries", lambda r: 1000 * r["cpu_per_1000"]["web"]),
     ("latency p50 (ms)", lambda r: r["latency_ms"]["p50"]),

@@ -13,9 +13,12 @@ from loadtest import procstats
 
 BUSY_LOAD = 2.5  # a 1-minute load average above this on 2 cores: other work shared the machine
 SERVER_GROUPS = ("web", "nginx", "broker")
-BROKER_NAME = {"stack": "RabbitMQ", "recipe": "RabbitMQ", "node": "Redis"}
+BROKER_NAME = {"stack": "RabbitMQ", "stack-recovering": "RabbitMQ",
+               "stack-no-recovery": "RabbitMQ", "recipe": "RabbitMQ", "node": "Redis"}
 SYSTEM_TITLE = {
     "stack": "this stack",
+    "stack-recovering": "this stack, every client asking for recovery",
+    "stack-no-recovery": "this stack, recovery off",
     "recipe": "Flask-SocketIO recipe",
     "node": "Node socket.io + Redis adapter",
 }

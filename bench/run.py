@@ -41,6 +41,7 @@ from typing import Any
 
 from bench import report
 from bench.systems import (
+    CLIENTS_ASK_FOR_RECOVERY,
     SYSTEMS,
     MissingDependency,
     StartupFailed,
@@ -229,6 +230,7 @@ def measure(system_name: str, scenario: dict[str, Any], args) -> dict[str, Any]:
                 "connectRate": args.connect_rate / args.generators,
                 "addresses": SOURCE_ADDRESSES[index::args.generators],
                 "connectTimeoutMs": connect_timeout_ms,
+                "recover": system_name in CLIENTS_ASK_FOR_RECOVERY,
                 # The first connections of a cold replica one at a time: the recipe's stock
                 # KombuManager can hang clients of a burst of first emits (docs/benchmarks.md).
                 "warm": 2 * replicas if index == 0 else 0}))

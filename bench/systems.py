@@ -1,6 +1,10 @@
-"""The three systems `make bench` compares, each started natively on free loopback ports:
+"""The systems `make bench` compares, each started natively on free loopback ports:
 
   stack   this project (scripts/stack.py): its nginx, N web replicas, a private RabbitMQ, no worker;
+          connection state recovery on (the default), the clients not asking for it;
+  stack-recovering   the same, every client asking for recovery (its events come through the
+          replica's recovery log, each with its offset);
+  stack-no-recovery  the same, recovery off (RECOVERY_WINDOW_SECONDS=0): what the log costs;
   recipe  Flask-SocketIO's documented recipe (loadtest/baseline/: stock KombuManager, one
           GeventWebSocketWorker per replica), but behind bench/nginx.conf.template (least_conn);
   node    socket.io 4 + @socket.io/redis-adapter (bench/peer/server.mjs), N Node processes, a
@@ -39,7 +43,8 @@ from scripts.stack import (
 BENCH_DIR = Path(__file__).resolve().parent
 NGINX_TEMPLATE = BENCH_DIR / "nginx.conf.template"
 PEER_SERVER = BENCH_DIR / "peer" / "server.mjs"
-SYSTEMS = ("stack", "recipe", "node")
+SYSTEMS = ("stack", "stack-recovering", "stack-no-recovery", "recipe", "node")
+CLIENTS_ASK_FOR_RECOVERY = frozenset({"stack-recovering"})
 
 
 def missing_programs() -> list[str]:
@@ -163,10 +168,13 @@ def make_system(name: str, replicas: int, clients_per_replica: int, rate: float)
     options = {"port": free_port(), "replicas": replicas, "log_to_files": True}
     if name == "node":
         return NodeStack(extra_env={"REDIS_URL": f"redis://127.0.0.1:{free_port()}"}, **options)
+    env = bench_env(clients_per_replica, rate)
     if name == "recipe":
         options["services"] = RECIPE
-    return Stack(workers=0, extra_env=bench_env(clients_per_replica, rate), **options)
+    elif name == "stack-no-recovery":
+        env["RECOVERY_WINDOW_SECONDS"] = "0"
+    return Stack(workers=0, extra_env=env, **options)
 
 
-__all__ = ["SYSTEMS", "MissingDependency", "StartupFailed", "groups", "make_system",
-           "missing_programs"]
+__all__ = ["CLIENTS_ASK_FOR_RECOVERY", "SYSTEMS", "MissingDependency", "StartupFailed", "groups",
+           "make_system", "missing_programs"]

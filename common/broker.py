@@ -93,6 +93,9 @@ class QueueManager(socketio.KombuManager):
         self._publisher_lock = threading.Lock()
         self._publisher: threading.Thread | None = None
         self.publisher_connected = False
+        # RabbitMQ's reason while it blocks the publisher (a memory or disk alarm): what is
+        # published meanwhile waits in the connection until the alarm clears.
+        self.publisher_blocked: str | None = None
         self.listener_bound = False
 
     # -- publishing ---------------------------------------------------------------------------
@@ -134,7 +137,9 @@ class QueueManager(socketio.KombuManager):
         while True:
             try:
                 if producer is None:
-                    connection = self.connect_to_broker()
+                    connection = self.connect_to_broker(
+                        on_blocked=self._on_publisher_blocked,
+                        on_unblocked=self._on_publisher_unblocked)
                     connection.ensure_connection(max_retries=1)
                     producer = connection.Producer(exchange=self.fanout_exchange())
                     self._set_publisher_connected(True)
@@ -163,6 +168,7 @@ class QueueManager(socketio.KombuManager):
                     log.error("broker publisher lost its connection (%d messages waiting): %s",
                               self._outbox.qsize() + (message is not None), exc)
                 self._set_publisher_connected(False)
+                self._on_publisher_unblocked()  # a new connection is blocked only once it publishes
                 producer = None
                 if connection is not None:
                     connection.release()
@@ -176,6 +182,18 @@ class QueueManager(socketio.KombuManager):
             metrics.QUEUE_RECONNECTS.labels("publisher").inc()
         self.publisher_connected = connected
         metrics.BROKER_CONNECTED.labels("publisher").set(int(connected))
+
+    def _on_publisher_blocked(self, reason: str) -> None:
+        self.publisher_blocked = reason or "no reason given"
+        metrics.BROKER_PUBLISHER_BLOCKED.labels("fanout").set(1)
+        log.warning("the broker blocks the publisher (%s): emits wait until the alarm clears",
+                    self.publisher_blocked)
+
+    def _on_publisher_unblocked(self) -> None:
+        if self.publisher_blocked:
+            log.info("the publisher is no longer blocked")
+        self.publisher_blocked = None
+        metrics.BROKER_PUBLISHER_BLOCKED.labels("fanout").set(0)
 
     @staticmethod
     def _keep_alive(connection: kombu.Connection) -> None:
@@ -197,8 +215,12 @@ class QueueManager(socketio.KombuManager):
 
     # -- listening ----------------------------------------------------------------------------
 
-    def connect_to_broker(self) -> kombu.Connection:
-        return kombu.Connection(self.url, **self.connection_options)
+    def connect_to_broker(self, **transport_options) -> kombu.Connection:
+        """A new connection; `transport_options` add to the manager's (the publisher's
+        connection.blocked callbacks)."""
+        options = self.connection_options
+        return kombu.Connection(self.url, **{**options, "transport_options": {
+            **options["transport_options"], **transport_options}})
 
     def fanout_exchange(self) -> kombu.Exchange:
         """The exchange of the channel, declared exactly as python-socketio's KombuManager does
@@ -304,6 +326,7 @@ class QueueManager(socketio.KombuManager):
     def status(self) -> dict:
         return {
             "publisher_connected": self.publisher_connected,
+            "publisher_blocked": self.publisher_blocked is not None,
             "listener_bound": self.listener_bound,
             "listener_queue": self.listener_queue_name,
             "outbox": self._outbox.qsize(),

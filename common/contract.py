@@ -55,6 +55,9 @@ class Event:
     CHAT_SAY = "say"
     CHAT_MESSAGE = "chat_message"
 
+    # Server -> members of a room, any namespace (web/presence.py): users came or went.
+    PRESENCE = "presence"  # {"room", "joined": [ids], "left": [ids], "users", "anonymous"}
+
     # Echo namespace: acks carry the arguments back unchanged (several arguments -> a tuple).
     ECHO = "echo"
     SUM = "sum"

@@ -45,6 +45,16 @@ EMIT_LATENCY = Histogram("broker_emit_latency_seconds", "From emit() to publishe
                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                                   5, 10, 30))
 BROKER_CONNECTED = Gauge("broker_connected", "1 when the connection is up", ["connection"])
+# RabbitMQ stops reading from publishing connections during a memory or disk alarm
+# (connection.blocked); labels: "fanout" (the emits of this process), "jobs" (its job submissions).
+BROKER_PUBLISHER_BLOCKED = Gauge("broker_publisher_blocked",
+                                 "1 while RabbitMQ blocks this publisher (a resource alarm)",
+                                 ["connection"])
+
+# Job submissions (common/jobs.py JobQueue), from every process that submits jobs.
+JOB_SUBMISSIONS_REFUSED = Counter("job_submissions_refused_total",
+                                  "Job submissions the broker did not take or confirm in time",
+                                  ["reason"])
 
 # The worker.
 JOBS = Counter("jobs_total", "Jobs by outcome", ["job", "outcome"])

@@ -38,6 +38,7 @@ from scripts.supervisor import (
     free_port,
     render,
     wait_for_http,
+    wait_for_port,
 )
 
 __all__ = [  # what the tests, the load test and bench import from here
@@ -50,6 +51,7 @@ __all__ = [  # what the tests, the load test and bench import from here
 
 NGINX_DIR = ROOT / "nginx"
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # Debian's, without its su wrapper
+RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"  # likewise: it runs as us, with our cookie
 SYSTEM_BIN_DIRS = "/usr/sbin:/sbin"  # where Debian puts nginx; not on every user's PATH
 
 
@@ -134,7 +136,9 @@ def private_broker(run_dir: Path) -> tuple[list[Service], str]:
     }
     # Its own epmd, so that nothing is left running after the stack stops. Start-up chatter (a
     # hundred lines) goes to files, even when the rest goes to the terminal.
-    epmd = Service("epmd", ["epmd", "-port", str(epmd_port)], log_to_file=True, stop_last=True)
+    # RabbitMQ fails at once ("nodistribution") if its epmd does not listen yet.
+    epmd = Service("epmd", ["epmd", "-port", str(epmd_port)], log_to_file=True, stop_last=True,
+                   ready=lambda process: wait_for_port(epmd_port, 10, process))
     rabbitmq = Service("rabbitmq", [RABBITMQ_SERVER], env, log_to_file=True, signal_group=True,
                        stop_last=True,
                        ready=lambda process: wait_for_broker(url, 60, process))
@@ -154,7 +158,15 @@ def app_replica(stack: Stack, replica: Replica) -> Service:
             "PYTHONUNBUFFERED": "1",
             **stack.replica_env_overrides.get(replica.index, {}),
         },
-        ready_url=f"{replica.url}/readyz")
+        ready_url=f"{replica.url}/readyz", ready_json=broker_connected)
+
+
+def broker_connected(readiness: dict) -> bool:
+    """A replica's /readyz says both broker connections are up. /readyz answers 200 without them
+    (the replica serves its own clients); a stack starts with its broker running, so it waits for
+    them: a replica that cannot reach the broker is a start-up failure here."""
+    broker = readiness.get("broker") or {}
+    return bool(broker.get("listener_bound") and broker.get("publisher_connected"))
 
 
 def app_worker(stack: Stack, index: int) -> Service:
@@ -279,6 +291,17 @@ class Stack:
 
     def stop_broker(self) -> None:
         self.supervisor.stop_one(self.broker)
+
+    def rabbitmqctl(self, *args: str) -> str:
+        """Run rabbitmqctl against the private broker (its node name, cookie and epmd); its output.
+        Tests use it to raise and clear a resource alarm."""
+        env = self._broker_services[-1].env
+        result = subprocess.run([RABBITMQCTL, "-n", env["RABBITMQ_NODENAME"], *args],
+                                env={**os.environ, **env}, capture_output=True, text=True,
+                                timeout=60)
+        if result.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr[-2000:]}")
+        return result.stdout
 
     def start_replica(self, replica: Replica, wait: bool = True) -> None:
         service = self.services.replica(self, replica)

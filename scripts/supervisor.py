@@ -8,6 +8,7 @@ Nothing here knows what the services are; scripts/stack.py and loadtest/baseline
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -81,18 +82,41 @@ class Process:
             pass
 
 
-def wait_for_http(url: str, timeout: float, process: Process | None = None) -> None:
-    """Wait until `url` answers 200, or fail early if the process serving it exits."""
+def wait_for_port(port: int, timeout: float, process: Process | None = None) -> None:
+    """Wait until something accepts connections on 127.0.0.1:`port`."""
     deadline = time.monotonic() + timeout
-    last_error = None
+    while True:
+        if process is not None:
+            process.check_alive()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise StartupFailed(f"nothing listens on port {port} after {timeout:.0f}s: "
+                                    f"{exc}") from exc
+            time.sleep(0.05)
+
+
+def wait_for_http(url: str, timeout: float, process: Process | None = None,
+                  accept: Callable[[object], bool] | None = None) -> None:
+    """Wait until `url` answers 200 (and, with `accept`, a JSON body it accepts), or fail early if
+    the process serving it exits."""
+    deadline = time.monotonic() + timeout
+    last_error: object = None
     while time.monotonic() < deadline:
         if process is not None:
             process.check_alive()
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError) as exc:
+                    if accept is None:
+                        return
+                    body = json.loads(response.read())
+                    if accept(body):
+                        return
+                    last_error = f"answered {body}"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
             last_error = exc
         time.sleep(0.1)
     raise StartupFailed(f"{url} not ready after {timeout:.0f}s: {last_error}")
@@ -106,6 +130,7 @@ class Service:
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
     ready_url: str | None = None
+    ready_json: Callable[[object], bool] | None = None  # what ready_url must answer besides 200
     ready: Callable[[Process], None] | None = None
     ready_timeout: float = 30.0
     setup: Callable[[], None] | None = None  # runs before the spawn (a config file to write)
@@ -115,7 +140,7 @@ class Service:
 
     def wait_ready(self, process: Process) -> None:
         if self.ready_url:
-            wait_for_http(self.ready_url, self.ready_timeout, process)
+            wait_for_http(self.ready_url, self.ready_timeout, process, self.ready_json)
         if self.ready:
             self.ready(process)
 

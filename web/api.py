@@ -16,6 +16,7 @@ from common.auth import issue_token
 from common.contract import (
     ADMIN_NAMESPACE,
     APP_NAMESPACES,
+    CHAT_NAMESPACE,
     EMIT_BATCH_MAX,
     MAIN_NAMESPACE,
     DisconnectRequest,
@@ -26,17 +27,29 @@ from common.contract import (
 from common.jobs import EnqueueFailed, Job, NotificationRequest, now_ms
 from web import upstream
 from web.errors import describe
-from web.extensions import current_job_queue, current_queue_manager, current_settings, socketio
+from web.extensions import (
+    current_job_queue,
+    current_presence,
+    current_queue_manager,
+    current_settings,
+    socketio,
+)
 
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
+# When a 503 (the broker is away or blocks publishers) suggests trying again.
+RETRY_AFTER_SECONDS = "5"
+
+
+MAX_LOGGED_PATH_CHARS = 200  # a path carries what a caller sent (a user id): not all of it
+
 
 def _fail(status: int, message: str, **headers: str):
     """Abort with a JSON error, logged once."""
-    log.warning("%s %s from %s -> %d: %s", request.method, request.path, request.remote_addr,
-                status, message)
+    log.warning("%s %s from %s -> %d: %s", request.method, request.path[:MAX_LOGGED_PATH_CHARS],
+                request.remote_addr, status, message)
     abort(make_response(jsonify(error=message), status, headers))
 
 
@@ -69,8 +82,9 @@ def create_notification():
         current_job_queue().enqueue(
             Job.NOTIFY, {**notification.model_dump(), "created_at": now_ms()}, notification_id)
     except EnqueueFailed as exc:
-        log.error("notification not queued: %s", exc)
-        return {"error": "the job queue is unavailable; try again shortly"}, 503
+        log.error("notification not taken (%s): %s", exc.reason, exc)
+        return ({"error": exc.public_message, "reason": exc.reason}, 503,
+                {"Retry-After": RETRY_AFTER_SECONDS})
     return {"id": notification_id}, 202
 
 
@@ -118,8 +132,15 @@ def _checked(body: object, where: str) -> tuple[EmitRequest, str | None]:
 
 def _require_publisher() -> None:
     manager = current_queue_manager()
-    if manager is not None and not manager.status()["publisher_connected"]:
-        _fail(503, "the message queue is unavailable; nothing was sent, try again shortly")
+    if manager is None:
+        return
+    if not manager.publisher_connected:
+        _fail(503, "the message queue is unavailable; nothing was sent, try again shortly",
+              **{"Retry-After": RETRY_AFTER_SECONDS})
+    if manager.publisher_blocked:
+        _fail(503, "the message queue takes nothing for now (the broker is short of memory or "
+                   "disk); nothing was sent, try again later",
+              **{"Retry-After": RETRY_AFTER_SECONDS})
 
 
 @blueprint.post("/emit")
@@ -157,6 +178,35 @@ def disconnect_user():
                           namespace=MAIN_NAMESPACE, whole_connection=True)
     log.info("disconnecting user %r on every replica", request_.user)
     return {"user": request_.user}, 202
+
+
+# -- presence (web/presence.py): what this replica's view of the cluster says ------------------
+
+PRESENCE_NAMESPACES = (MAIN_NAMESPACE, CHAT_NAMESPACE)
+MAX_ROOM_CHARS = 200
+
+
+@blueprint.get("/presence")
+def presence():
+    """Who is connected: to a namespace (`?namespace=`, default /) or one of its rooms
+    (`?room=`), on every replica: signed-in users by id, the others counted."""
+    _require_api_key()
+    namespace = request.args.get("namespace", MAIN_NAMESPACE)
+    room = request.args.get("room")
+    if namespace not in PRESENCE_NAMESPACES:
+        _fail(400, f"namespace must be one of {', '.join(PRESENCE_NAMESPACES)}")
+    if room is not None and not 1 <= len(room) <= MAX_ROOM_CHARS:
+        _fail(400, f"room must be 1 to {MAX_ROOM_CHARS} characters")
+    view = current_presence()
+    return {"namespace": namespace, "room": room, **view.room(namespace, room).summary(),
+            "replicas": len(view.replicas)}
+
+
+@blueprint.get("/users/<user>/connections")
+def user_connections(user: str):
+    """Every connection of one user, on every replica."""
+    _require_api_key()
+    return {"user": user, "connections": current_presence().connections_of(user)}
 
 
 # -- acting on the connections of every replica ----------------------------------------------------

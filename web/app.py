@@ -22,6 +22,7 @@ from web import upstream
 from web.drain import Drain
 from web.extensions import socketio
 from web.limits import ClientLimits, OriginCheck
+from web.presence import Presence, is_presence_message
 from web.recovery import Recovery
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
     register_handlers()
     bind_socketio(app, settings, async_mode, queue_manager)
     add_recovery(app, settings, queue_manager)
+    add_presence(app, settings, queue_manager)
     add_drain(app)
     register_blueprints(app)
     add_admin_ui(settings)
@@ -111,6 +113,18 @@ def add_recovery(app: Flask, settings: Settings, queue_manager: QueueManager | N
     upstream.install_recovery(server, recovery)
     app.extensions["recovery"] = recovery
     server.start_background_task(recovery.run)
+
+
+def add_presence(app: Flask, settings: Settings, queue_manager: QueueManager | None) -> None:
+    """Who is connected, per room and across replicas (web/presence.py)."""
+    server = socketio.server
+    presence = Presence(server, queue_manager, namespaces=(MAIN_NAMESPACE, CHAT_NAMESPACE),
+                        replica_name=settings.replica_id)
+    upstream.watch_rooms(server, presence.room_changed)
+    app.extensions["presence"] = presence
+    if queue_manager is not None:  # one process without it: the view is brought up to date
+        upstream.take_control_messages(queue_manager, is_presence_message, presence.receive)
+        server.start_background_task(presence.run)  # when read (`Presence.current_view`)
 
 
 def add_drain(app: Flask) -> None:

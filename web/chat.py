@@ -16,8 +16,10 @@ from common.contract import (
 )
 from web.errors import BadRequest, report_error
 from web.events import refuse_too_many_rooms
-from web.extensions import current_settings, socketio
+from web.extensions import current_presence, current_settings, socketio
 from web.upstream import AnsweringNamespace
+
+MEMBERS_LISTED = 100  # user ids in a join answer; the others are counted
 
 
 class ChatNamespace(AnsweringNamespace):
@@ -36,7 +38,12 @@ class ChatNamespace(AnsweringNamespace):
         session.setdefault("chat_rooms", set()).add(request.room)
         join_room(request.room)
         self._say(request.room, "server", f"{request.name} joined {request.room}")
-        return {"room": request.room, "replica": current_settings().replica_id}
+        # Who else is there, as of now; `presence` events tell what changes from here on. A
+        # client that joins again gets the list again: its size is bounded.
+        members = current_presence().room(self.namespace, request.room).summary(
+            max_users=MEMBERS_LISTED)
+        return {"room": request.room, "replica": current_settings().replica_id,
+                "members": members}
 
     def on_say(self, payload):
         request = ChatSayPayload.model_validate(payload)

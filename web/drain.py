@@ -1,7 +1,8 @@
 """Graceful drain: on SIGTERM a replica hands its clients to the others before it exits.
 
 1. Readiness turns 503 and new Socket.IO sessions are answered 503, which nginx takes as a cue
-   to try the next replica (`proxy_next_upstream ... http_503`).
+   to try the next replica (`proxy_next_upstream ... http_503`, for new sessions only); requests
+   of existing sessions still reach this replica (nginx routes them by the session id).
 2. Connected clients lose their transport, a few at a time over DRAIN_SECONDS, so they
    reconnect by themselves (to another replica) without a stampede.
 3. gunicorn's own graceful shutdown then finishes whatever requests are left.

@@ -5,6 +5,7 @@ Its errors have no handler of their own, so they reach `on_error_default` (web/e
 
 from __future__ import annotations
 
+import math
 from numbers import Real
 
 from common.contract import ECHO_NAMESPACE, Event
@@ -21,7 +22,10 @@ def sum_numbers(*numbers):
     """Ack with the sum of numeric arguments; anything else is a clear error."""
     if not numbers or not all(isinstance(n, Real) and not isinstance(n, bool) for n in numbers):
         raise BadRequest("sum takes one or more numbers")
-    return sum(numbers)
+    total = sum(numbers)
+    if not math.isfinite(total):  # two floats near 1e308 overflow; JSON has no Infinity
+        raise BadRequest("the sum is too large for a JSON number")
+    return total
 
 
 socketio.on_event(Event.ECHO, echo, namespace=ECHO_NAMESPACE)

@@ -39,7 +39,7 @@ def report_error(exc: BaseException) -> dict:
         message = str(exc)
     elif isinstance(exc, EnqueueFailed):
         log.error("%r from %s: %s", event, request.sid, exc)
-        message = "the job queue is unavailable; try again shortly"
+        message = exc.public_message
     else:
         log.exception("handler for %r on %s failed", event, request.namespace)
         message = "internal error"

@@ -132,7 +132,12 @@ def refuse_too_many_rooms(room: str, namespace: str | None = None) -> None:
 
 @socketio.on(Event.LEAVE)
 def on_leave(payload):
-    leave_room(RoomPayload.model_validate(payload).room)
+    room = RoomPayload.model_validate(payload).room
+    if is_reserved_room(room):
+        # Leaving its user's room would hide a signed-in connection from POST /api/disconnect,
+        # from its notifications and from presence, while it still acts as that user.
+        raise BadRequest(f"room {room!r} belongs to a connection or a user and cannot be left")
+    leave_room(room)
     emit(Event.MY_RESPONSE, {"data": "In rooms: " + ", ".join(rooms()), "count": _next_count()})
 
 

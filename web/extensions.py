@@ -13,6 +13,7 @@ from common.jobs import JobQueue
 from common.settings import Settings
 from web.drain import Drain
 from web.limits import ClientLimits
+from web.presence import ClusterView
 from web.upstream import ReplicaSocketIO
 
 socketio = ReplicaSocketIO()
@@ -32,6 +33,11 @@ def current_client_limits() -> ClientLimits:
 
 def current_job_queue() -> JobQueue:
     return current_app.extensions["job_queue"]
+
+
+def current_presence() -> ClusterView:
+    """Who is connected, per room and across replicas (web/presence.py)."""
+    return current_app.extensions["presence"].current_view()
 
 
 def current_queue_manager() -> QueueManager | None:

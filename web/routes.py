@@ -10,7 +10,12 @@ from flask import Blueprint, Response, abort, current_app, jsonify, request, sen
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from web.extensions import current_drain, current_queue_manager, current_settings
+from web.extensions import (
+    current_drain,
+    current_job_queue,
+    current_queue_manager,
+    current_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +33,60 @@ def healthz():
 
 @blueprint.get("/readyz")
 def readyz():
-    """Readiness: not draining, and both broker connections are up: the listener (events of
-    other replicas reach this one's clients) and the publisher (this one's reach theirs)."""
+    """Readiness: 503 only when this replica cannot serve (draining); 200 otherwise, "degraded"
+    naming what is missing. A replica whose broker is away still serves its own clients, so
+    nothing may take it out for that (docs/operations.md#readiness)."""
     manager = current_queue_manager()
-    broker = manager.status() if manager else {"listener_bound": True, "publisher_connected": True}
-    draining = current_drain().draining
-    ready = broker["listener_bound"] and broker["publisher_connected"] and not draining
-    body = {"status": "ready" if ready else "not ready", "draining": draining,
-            "replica": current_settings().replica_id, "broker": broker}
     recovery = current_app.extensions.get("recovery")
+    body = assess_readiness(
+        draining=current_drain().draining,
+        broker=manager.status() if manager else None,
+        jobs=current_job_queue().status(),
+        recovery=recovery.status() if recovery is not None else None)
+    return {**body, "replica": current_settings().replica_id}, (
+        503 if body["status"] == NOT_READY else 200)
+
+
+READY, DEGRADED, NOT_READY = "ready", "degraded", "not ready"
+# Submissions are the only probe of the job queue: an older refusal says nothing about it now.
+RECENT_REFUSAL_SECONDS = 60
+
+
+def assess_readiness(draining: bool, broker: dict | None, jobs: dict,
+                     recovery: dict | None) -> dict:
+    """The readiness answer: `status`, and under `degraded` what is missing and what it costs.
+
+    `broker` is QueueManager.status() (None: no message queue, a single process), `jobs`
+    JobQueue.status(), `recovery` Recovery.status() (None: recovery is off)."""
+    degraded = {}
+    if broker is not None:
+        if not broker["listener_bound"]:
+            degraded["broker_listener"] = ("the broker listener is away: events from other "
+                                           "replicas and the worker do not reach this replica's "
+                                           "clients")
+        if not broker["publisher_connected"]:
+            degraded["broker_publisher"] = ("the broker publisher is away: this replica's events "
+                                            "reach only its own clients; the API's emits are "
+                                            "refused (503)")
+        if broker["publisher_blocked"]:
+            degraded["broker_blocked"] = ("the broker blocks this replica's publisher (a memory "
+                                          "or disk alarm): its events to other replicas wait")
+    if jobs["blocked"]:
+        degraded["job_queue"] = ("the broker blocks job submissions (a memory or disk alarm): "
+                                 "they are refused (503)")
+    elif jobs["last_refusal"] and jobs["last_refusal_seconds_ago"] < RECENT_REFUSAL_SECONDS:
+        degraded["job_queue"] = (f"the last job submission was refused "
+                                 f"({jobs['last_refusal']}): the job queue may be unreachable")
+    if recovery is not None and not recovery["ready"]:
+        degraded["recovery"] = ("the recovery log reader is not ready: clients that ask for "
+                                "recovery get a new session")
+    status = NOT_READY if draining else DEGRADED if degraded else READY
+    body = {"status": status, "draining": draining, "degraded": degraded, "jobs": jobs}
+    if broker is not None:
+        body["broker"] = broker
     if recovery is not None:
-        # Shown, not required: without its streams a replica still serves every client, only
-        # the clients that ask for recovery get a new session instead (degraded, not down).
-        body["recovery"] = recovery.status()
-    return body, 200 if ready else 503
+        body["recovery"] = recovery
+    return body
 
 
 @blueprint.get("/metrics")

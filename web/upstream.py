@@ -44,6 +44,9 @@ in seconds, naming this module to re-read:
       basic_leave_room(sid, namespace, room) basic_disconnect(sid, namespace, **kwargs)
       get_rooms(sid, namespace); attribute rooms ({namespace: {room: bidict(sid: eio_sid)}})
       socketio.packet.Packet.reconstruct_binary(data, attachments)
+    presence (web/presence.py): basic_enter_room and basic_leave_room wrapped per instance
+      (watch_rooms); emit_here writes one encoded packet to a room's local members with
+      _send_eio_packet (recovery's unwrapped one), built with attribute Server.packet_class
     socketio.Server._binary_packet       binary packets waiting for their attachments
     socketio.Server.manager_initialized  set to start the client manager with the replica
   Flask-SocketIO 5.7.0
@@ -165,7 +168,8 @@ MEMBERS_READ = {
 INSTANCE_ATTRIBUTES_READ = {
     "engineio.socket.Socket": ("queue", "closing", "closed", "sid", "server", "upgraded",
                                "connected", "upgrading", "last_ping"),
-    "socketio.server.Server": ("_binary_packet", "manager_initialized", "manager", "eio"),
+    "socketio.server.Server": ("_binary_packet", "manager_initialized", "manager", "eio",
+                               "packet_class"),
     "socketio.base_manager.BaseManager": ("callbacks", "rooms"),
     "engineio.server.Server": ("_async",),
 }
@@ -301,6 +305,7 @@ def install_recovery(sio_server, recovery) -> None:
     basic_leave_room = manager.basic_leave_room
     basic_disconnect = manager.basic_disconnect
     recovery.send_eio_packet = send_eio_packet
+    sio_server.send_outside_recovery_log = send_eio_packet  # emit_here's writer
 
     def connect(eio_sid, namespace, data):
         ns = namespace or "/"
@@ -361,6 +366,41 @@ def install_recovery(sio_server, recovery) -> None:
     manager.basic_enter_room = enter_room
     manager.basic_leave_room = leave_room
     manager.basic_disconnect = disconnect_sid
+
+
+def watch_rooms(sio_server, on_change) -> None:
+    """Call `on_change(sid, namespace, room, eio_sid, entered)` after every room enter and leave
+    of this replica's manager (web/presence.py). A connection enters its namespace's room None on
+    connect and leaves every room on disconnect, so this sees connections come and go too."""
+    manager = sio_server.manager
+    basic_enter_room = manager.basic_enter_room
+    basic_leave_room = manager.basic_leave_room
+
+    def enter_room(sid, namespace, room, eio_sid=None):
+        basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        on_change(sid, namespace, room, manager.rooms[namespace][room].get(sid), True)
+
+    def leave_room(sid, namespace, room):
+        eio_sid = manager.rooms.get(namespace, {}).get(room, {}).get(sid)
+        basic_leave_room(sid, namespace, room)
+        if eio_sid is not None:
+            on_change(sid, namespace, room, eio_sid, False)
+
+    manager.basic_enter_room = enter_room
+    manager.basic_leave_room = leave_room
+
+
+def emit_here(sio_server, event: str, data, namespace: str, room: str) -> None:
+    """Emit to this replica's own members of `room` only (each replica sends its own copy),
+    recovery-capable clients included: outside the recovery log, so without an offset."""
+    members = list(sio_server.manager.get_participants(namespace, room))
+    if not members:
+        return
+    pkt = sio_server.packet_class(socketio_packet.EVENT, namespace=namespace, data=[event, data])
+    eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, pkt.encode())
+    send = getattr(sio_server, "send_outside_recovery_log", sio_server._send_eio_packet)
+    for _, eio_sid in members:
+        send(eio_sid, eio_pkt)
 
 
 def start_client_manager(sio_server) -> None:

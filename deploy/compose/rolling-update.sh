@@ -4,7 +4,7 @@
 #   deploy/compose/rolling-update.sh            # after `docker compose build` (a new image)
 #
 # For each replica that is running now: start one more from the current image and wait until it
-# is healthy (ready: its broker listener is bound), then stop the old one, which drains (readiness
+# is healthy (its /readyz answers 200: it serves), then stop the old one, which drains (readiness
 # 503, its clients moved to the others over DRAIN_SECONDS, then gunicorn's graceful shutdown;
 # stop_grace_period covers both), and remove it. nginx sees the new set within 2 s. The number of
 # replicas is the same at the end. Uses $COMPOSE like scripts/compose.sh, and the usual compose

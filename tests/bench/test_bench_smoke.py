@@ -1,6 +1,7 @@
 """`make bench` in small, so that the benchmark cannot rot: 200 WebSocket clients of the official
-socket.io-client, 5 broadcasts/s for 4 s, against this stack, the Flask-SocketIO recipe and the
-Node socket.io peer, through the real runner (bench/run.py). A program the benchmark needs and this
+socket.io-client, 5 broadcasts/s for 4 s, against this stack (recovery on, clients asking for it,
+recovery off), the Flask-SocketIO recipe and the Node socket.io peer, through the real runner
+(bench/run.py). A program the benchmark needs and this
 machine lacks fails the test with the command that installs it; nothing is skipped."""
 
 from __future__ import annotations

@@ -214,3 +214,26 @@ def test_keyboard_alone_reaches_and_submits_the_echo_form(open_tab, unique):
     tab.screenshot("focused")
     page.keyboard.press("Enter")
     expect(page.locator("#log")).to_contain_text(f"typed {unique}", timeout=EVENT_TIMEOUT_MS)
+
+
+def test_the_chat_shows_who_is_in_the_room(tabs_on_two_replicas, unique):
+    alice, guest = tabs_on_two_replicas("/")
+    user = f"alice-{unique}"
+    alice.page.get_by_label("User name").fill(user)
+    alice.page.get_by_role("button", name="Sign in").click()
+    expect(alice.page.locator("#user")).to_have_text(user, timeout=EVENT_TIMEOUT_MS)
+    alice.wait_connected()
+    room = f"members-{unique}"
+
+    _chat_join(alice, room, "alice")
+    members = alice.page.locator("#chat-members")
+    expect(members).to_have_text(f"Members of #{room}: {user}", timeout=EVENT_TIMEOUT_MS)
+    _chat_join(guest, room, "guest")  # anonymous, on the other replica
+    expect(guest.page.locator("#chat-members")).to_contain_text(user)
+    expect(members).to_have_text(f"Members of #{room}: {user}, 1 anonymous",
+                                 timeout=EVENT_TIMEOUT_MS)
+    alice.screenshot("members")
+
+    guest.close()
+
+    expect(members).to_have_text(f"Members of #{room}: {user}", timeout=EVENT_TIMEOUT_MS)

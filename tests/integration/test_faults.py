@@ -19,16 +19,23 @@ from amqp.exceptions import NotFound
 
 from common.contract import Event
 from scripts.stack import Stack
-from tests.support.clients import RecordingClient
+from tests.support.clients import RecordingClient, on_replicas
 from tests.support.faultproxy import FaultProxy
 from tests.support.metrics import replica_metric
-from tests.support.stack import STACK_ENV, running_stack, user_auth
+from tests.support.stack import STACK_ENV, api_headers, running_stack, user_auth
 from tests.support.waiting import wait_until
 
 QUEUE_EXPIRY_SECONDS = 6
 DRAIN_SECONDS = 3
 LISTENER = 'connection="listener"'  # metric labels
 QUEUE_EXPIRED = 'where="listener_queue_expired"'
+JOBS_BLOCKED = 'connection="jobs"'
+FANOUT_BLOCKED = 'connection="fanout"'
+REFUSED_BLOCKED = 'reason="blocked"'
+# RabbitMQ's memory high watermark: a fraction of the RAM no node fits in raises a memory alarm at
+# once (every publishing connection is blocked); 0.4 is the default it goes back to.
+ALARM_WATERMARK, DEFAULT_WATERMARK = "0.0000001", "0.4"
+SUBMISSION_BOUND_SECONDS = 2.0  # what a job submission may take when the broker cannot take it
 
 
 @pytest.fixture(scope="module")
@@ -55,25 +62,32 @@ def faulty():
             stack.proxy.close()
 
 
-def on_replicas(stack, clients, wanted: set[str], **options) -> dict[str, RecordingClient]:
-    """One client on each wanted replica (new sessions go round-robin, so this is quick)."""
-    found: dict[str, RecordingClient] = {}
-    for _ in range(len(wanted) * 6):
-        client = RecordingClient(stack.url, **options).connect()
-        clients.append(client)
-        replica = client.info()["replica"]
-        if replica in wanted and replica not in found:
-            found[replica] = client
-        if set(found) == wanted:
-            return found
-    raise AssertionError(f"could not place clients on {sorted(wanted)}; got {sorted(found)}")
-
-
-def readiness(stack, index: int) -> int:
+def readiness(stack, index: int) -> str:
+    """web-<index>'s readiness: "ready", "degraded" (both 200), "not ready" (503), or "" when it
+    does not answer."""
     try:
-        return requests.get(f"{stack.web[index - 1].url}/readyz", timeout=2).status_code
+        answer = requests.get(f"{stack.web[index - 1].url}/readyz", timeout=2)
     except requests.RequestException:
-        return 0
+        return ""
+    status = answer.json()["status"]
+    assert answer.status_code == (503 if status == "not ready" else 200), answer.text
+    return status
+
+
+def degraded(stack, index: int) -> dict[str, str]:
+    """What web-<index>'s readiness names as degraded."""
+    return requests.get(f"{stack.web[index - 1].url}/readyz", timeout=2).json()["degraded"]
+
+
+def broker_connected(stack, index: int) -> bool:
+    """Both broker connections of web-<index> are up (the job queue and recovery aside)."""
+    return not {"broker_listener", "broker_publisher"} & set(degraded(stack, index))
+
+
+def submit_notification(base_url: str, marker: str) -> requests.Response:
+    return requests.post(f"{base_url}/api/notifications",
+                         json={"to": "all", "data": {"marker": marker}},
+                         headers={"Authorization": f"Bearer {STACK_ENV['API_KEY']}"}, timeout=10)
 
 
 def broadcast_reaches(sender: RecordingClient, receivers, marker: str, timeout: float) -> bool:
@@ -95,7 +109,7 @@ def recover_everyone(stack, sender, receivers, unique, timeout: float) -> float:
 
 @pytest.mark.parametrize("outage_seconds", [3, 30])
 def test_broker_outage(faulty, clients, unique, outage_seconds):
-    placed = on_replicas(faulty, clients, {"web-1", "web-2", "web-3"})
+    placed = on_replicas(faulty.url, clients, {"web-1", "web-2", "web-3"})
     sender, others = placed["web-2"], [placed["web-1"], placed["web-3"]]
     local = RecordingClient(faulty.url).connect()  # a second client on web-2, for local delivery
     clients.append(local)
@@ -105,6 +119,8 @@ def test_broker_outage(faulty, clients, unique, outage_seconds):
         clients.append(local)
     assert broadcast_reaches(sender, [*others, local], f"{unique}-before", timeout=5)
 
+    nginx_log = faulty.run_dir / "nginx.log"
+    nginx_log_before = nginx_log.stat().st_size
     # A job in the durable queue while the broker is away must survive and run afterwards.
     faulty.stop_broker()
     down_at = time.monotonic()
@@ -125,6 +141,13 @@ def test_broker_outage(faulty, clients, unique, outage_seconds):
     local.wait_for(Event.MY_RESPONSE, lambda r: r["data"] == f"{unique}-local", timeout=2)
     assert slowest_ack < 1.0, f"a handler or the API blocked {slowest_ack:.2f}s"
     assert set(api_statuses) == {503}
+    # Degraded, not out: readiness stays 200 and names what is missing, and nginx took none of
+    # the API's 503s for a failure (it logs each replica it stops using, max_fails=1).
+    assert readiness(faulty, 2) == "degraded"
+    assert {"broker_listener", "broker_publisher", "job_queue"} <= set(degraded(faulty, 2))
+    with nginx_log.open() as log:
+        log.seek(nginx_log_before)
+        assert "temporarily disabled" not in log.read()
 
     faulty.start_broker()
     recovered = recover_everyone(faulty, sender, others, unique, timeout=5)
@@ -135,6 +158,75 @@ def test_broker_outage(faulty, clients, unique, outage_seconds):
     assert job.status_code == 202
     for client in others:
         client.wait_for(Event.NOTIFICATION, lambda n: n["id"] == job.json()["id"], timeout=15)
+
+
+def test_resource_alarm_refuses_jobs_fast_and_readiness_and_metrics_say_so(faulty, clients,
+                                                                         unique):
+    web2 = faulty.web[1].url  # straight to one replica: its readiness and metrics are the ones
+    [local] = on_replicas(faulty.url, clients, {"web-2"},
+                          auth=user_auth(f"{unique}-alarm")).values()
+    receiver = RecordingClient(faulty.url).connect()  # notifications go to everyone
+    clients.append(receiver)
+    refused_before = replica_metric(faulty, "job_submissions_refused_total", REFUSED_BLOCKED, 2)
+    refused_markers: list[str] = []
+    timings: list[float] = []
+
+    def submit(marker: str) -> requests.Response:
+        started = time.monotonic()
+        answer = submit_notification(web2, marker)
+        timings.append(time.monotonic() - started)
+        if answer.status_code == 503:
+            refused_markers.append(marker)
+            assert answer.headers["Retry-After"] and answer.json()["error"], answer.text
+        return answer
+
+    faulty.rabbitmqctl("set_vm_memory_high_watermark", ALARM_WATERMARK)
+    try:
+        attempt = iter(range(100))
+        wait_until(lambda: submit(f"{unique}-{next(attempt)}").json().get("reason") == "blocked",
+                   timeout=20, what="a job submission refused for the memory alarm")
+        for n in range(5):
+            answer = submit(f"{unique}-blocked-{n}")
+            assert answer.status_code == 503 and answer.json()["reason"] == "blocked", answer.text
+        refused_job = local.sio.call(Event.START_JOB, {"steps": 1}, timeout=5)
+        assert "short of memory or disk" in refused_job["error"], refused_job
+
+        assert readiness(faulty, 2) == "degraded"
+        assert "job_queue" in degraded(faulty, 2)
+        assert replica_metric(faulty, "broker_publisher_blocked", JOBS_BLOCKED, 2) == 1
+        assert replica_metric(faulty, "job_submissions_refused_total", REFUSED_BLOCKED,
+                              2) >= refused_before + 7
+        # The replica's own emits wait in its outbox: once its publisher is found blocked, the
+        # emit API answers 503 too. Its clients are still served.
+        emit = {"event": Event.MY_RESPONSE, "data": {"data": f"{unique}-emit"}}
+        wait_until(lambda: requests.post(f"{web2}/api/emit", json=emit, headers=api_headers(),
+                                         timeout=5).status_code == 503,
+                   timeout=10, what="the emit API to refuse while the publisher is blocked")
+        assert replica_metric(faulty, "broker_publisher_blocked", FANOUT_BLOCKED, 2) == 1
+        assert "broker_blocked" in degraded(faulty, 2)
+        assert local.sio.call(Event.MY_PING, {"t": unique}, timeout=5) == {"t": unique}
+    finally:
+        faulty.rabbitmqctl("set_vm_memory_high_watermark", DEFAULT_WATERMARK)
+    assert max(timings) < SUBMISSION_BOUND_SECONDS, timings
+    timings.sort()
+    print(f"\nresource alarm: {len(refused_markers)} submissions refused, slowest "
+          f"{timings[-1] * 1000:.0f} ms, median {timings[len(timings) // 2] * 1000:.0f} ms")
+
+    accepted: list[str] = []
+
+    def taken_again() -> bool:
+        answer = submit_notification(web2, f"{unique}-after")
+        if answer.status_code == 202:
+            accepted.append(answer.json()["id"])
+        return bool(accepted)
+
+    wait_until(taken_again, timeout=20, what="submissions to be taken again")
+    wait_until(lambda: readiness(faulty, 2) == "ready", timeout=20)
+    assert replica_metric(faulty, "broker_publisher_blocked", JOBS_BLOCKED, 2) == 0
+    receiver.wait_for(Event.NOTIFICATION, lambda n: n["id"] == accepted[0], timeout=15)
+    # What was refused was not queued: nothing of it ran before the one taken afterwards.
+    delivered = {n["data"].get("marker") for n in receiver.events(Event.NOTIFICATION)}
+    assert not delivered & set(refused_markers)
 
 
 def test_jobs_survive_a_broker_restart(faulty, clients):
@@ -150,17 +242,17 @@ def test_jobs_survive_a_broker_restart(faulty, clients):
 
 
 def test_listener_reconnect_loses_nothing_published_meanwhile(faulty, clients, unique):
-    placed = on_replicas(faulty, clients, {"web-1", "web-2"})
+    placed = on_replicas(faulty.url, clients, {"web-1", "web-2"})
     cut_off, sender = placed["web-1"], placed["web-2"]
     reconnects_before = replica_metric(faulty, "broker_reconnects_total", LISTENER)
     faulty.proxy.cut()
-    wait_until(lambda: readiness(faulty, 1) == 503, timeout=10)
+    wait_until(lambda: "broker_listener" in degraded(faulty, 1), timeout=10)
     markers = [f"{unique}-{n}" for n in range(20)]
     for marker in markers:
         sender.sio.emit(Event.MY_BROADCAST_EVENT, {"data": marker})
     time.sleep(1)
     faulty.proxy.restore()
-    wait_until(lambda: readiness(faulty, 1) == 200, timeout=10)
+    wait_until(lambda: broker_connected(faulty, 1), timeout=10)
     for marker in markers:
         cut_off.wait_for(Event.MY_RESPONSE, lambda r, m=marker: r["data"] == m, timeout=10)
     assert replica_metric(faulty, "broker_reconnects_total", LISTENER) > reconnects_before
@@ -169,12 +261,13 @@ def test_listener_reconnect_loses_nothing_published_meanwhile(faulty, clients, u
 def test_frozen_broker_connection_is_detected_and_shown_in_readiness(faulty):
     faulty.proxy.freeze()
     try:
-        detected = wait_until(lambda: readiness(faulty, 1) == 503, timeout=30, interval=0.5)
+        detected = wait_until(lambda: not broker_connected(faulty, 1), timeout=30,
+                              interval=0.5)
     finally:
         faulty.proxy.cut()
         faulty.proxy.restore()
     print(f"\nfrozen connection detected after {detected:.1f}s")
-    wait_until(lambda: readiness(faulty, 1) == 200, timeout=15)
+    wait_until(lambda: broker_connected(faulty, 1), timeout=15)
 
 
 def test_loss_after_queue_expiry_is_counted(faulty, clients, unique):
@@ -182,7 +275,7 @@ def test_loss_after_queue_expiry_is_counted(faulty, clients, unique):
     faulty.proxy.cut()
     time.sleep(QUEUE_EXPIRY_SECONDS + 4)
     faulty.proxy.restore()
-    wait_until(lambda: readiness(faulty, 1) == 200, timeout=15)
+    wait_until(lambda: broker_connected(faulty, 1), timeout=15)
     lost_after = replica_metric(faulty, "broker_messages_lost_total", QUEUE_EXPIRED)
     assert lost_after == lost_before + 1
     log = (faulty.run_dir / "web-1.log").read_text()
@@ -256,19 +349,25 @@ def queue_exists(amqp_url: str, name: str) -> bool:
             return False
 
 
-def test_graceful_drain_moves_clients_spread_over_time(faulty):
+def test_graceful_drain_moves_clients_spread_over_time(faulty, clients):
     victim = faulty.web[1]  # web-2
-    clients = [reconnecting_client(faulty.url) for _ in range(12)]
+    moving = [reconnecting_client(faulty.url) for _ in range(12)]
+    # Long-polling: each of its requests goes through nginx by its session id. The drain drops
+    # connections in the order they came, so this one, the last, is dropped last.
+    [polling] = on_replicas(faulty.url, clients, {victim.replica_id},
+                            transports=["polling"]).values()
     try:
-        on_victim = [c for c in clients if replica_of(c) == victim.replica_id]
+        on_victim = [c for c in moving if replica_of(c) == victim.replica_id]
         assert len(on_victim) >= 3
         victim.process.send(signal.SIGTERM)
-        wait_until(lambda: readiness(faulty, 2) == 503 or not victim.process.running(), timeout=2)
-        # New sessions go elsewhere while it drains.
+        wait_until(lambda: readiness(faulty, 2) in ("not ready", ""), timeout=2)
+        # New sessions go elsewhere while it drains; existing ones still reach it until it
+        # drops them.
         newcomer = socketio.Client()
         newcomer.connect(faulty.url, transports=["polling"])
         assert replica_of(newcomer) != victim.replica_id
         newcomer.disconnect()
+        assert polling.info()["replica"] == victim.replica_id
 
         wait_until(lambda: all(len(c.history) >= 2 and c.connected for c in on_victim),
                    timeout=DRAIN_SECONDS + 10)
@@ -280,7 +379,7 @@ def test_graceful_drain_moves_clients_spread_over_time(faulty):
               f"the replica exited {exited:.1f}s after that")
         assert victim.process.popen.returncode == 0
     finally:
-        for c in clients:
+        for c in moving:
             c.disconnect()
         if not victim.process.running():
             faulty.start_replica(victim)

@@ -3,6 +3,7 @@ exactly as written against a real stack, and what they send reaches real clients
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -56,6 +57,7 @@ def test_every_readme_backend_command_works_as_written(stack, clients, tmp_path)
         "token": issue_token(STACK_ENV["SECRET_KEY"], README_USER)}).connect()
     clients.extend([anonymous, alice])
 
+    printed = {}
     for language, code in blocks[1:]:
         if language == "python":  # a plain script, outside the project: no project imports
             (tmp_path / "push.py").write_text(code)
@@ -63,7 +65,7 @@ def test_every_readme_backend_command_works_as_written(stack, clients, tmp_path)
                                   capture_output=True, text=True, timeout=60)
             assert done.returncode == 0, done.stderr
         else:
-            run_shell(code, env)
+            printed[code] = run_shell(code, env)
     # The last block disconnected the user, on whichever replica it is.
     wait_until(lambda: not alice.sio.connected, timeout=10)
     assert anonymous.sio.connected
@@ -72,6 +74,10 @@ def test_every_readme_backend_command_works_as_written(stack, clients, tmp_path)
     assert {"hi from curl", "one", "hi from Python"} <= set(texts(anonymous, Event.MY_RESPONSE))
     assert set(texts(alice, Event.NOTIFICATION)) >= {"two", "hi alice", "from the shell"}
     assert texts(anonymous, Event.NOTIFICATION) == []
+    presence = next(out for code, out in printed.items() if "/presence" in code)
+    everyone, _, alices = (json.loads(line) for line in presence.splitlines())
+    assert README_USER in everyone["users"] and everyone["anonymous"] >= 1
+    assert alices["user"] == README_USER and alices["connections"]
 
 
 def test_make_run_prints_lines_that_work_when_pasted(clients):

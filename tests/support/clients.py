@@ -40,8 +40,8 @@ class RecordingClient:
         self.replica: str | None = None  # set by the helpers below that ask `server_info`
         for name in RECORDED_EVENTS:
             self.sio.on(name, self._recorder(name), namespace=MAIN_NAMESPACE)
-        self.sio.on(Event.CHAT_MESSAGE, self._recorder(Event.CHAT_MESSAGE),
-                    namespace=CHAT_NAMESPACE)
+        for name in (Event.CHAT_MESSAGE, Event.PRESENCE):
+            self.sio.on(name, self._recorder(name), namespace=CHAT_NAMESPACE)
         if answer is not None:  # answers the server's `client_question` through the ack
             self.sio.on(Event.CLIENT_QUESTION, answer, namespace=MAIN_NAMESPACE)
 
@@ -147,6 +147,22 @@ def on_distinct_replicas(url: str, opened: list[RecordingClient], count: int = 3
         if len(by_replica) == count:
             return list(by_replica.values())
     raise AssertionError(f"{count * 4} new sessions reached only the replicas {sorted(by_replica)}")
+
+
+def on_replicas(url: str, opened: list[RecordingClient], wanted: set[str],
+                **options) -> dict[str, RecordingClient]:
+    """One connected client on each wanted replica (new sessions go round-robin, so this is
+    quick); every client opened is appended to `opened`, for the caller's fixture to close."""
+    found: dict[str, RecordingClient] = {}
+    for _ in range(len(wanted) * 6):
+        client = RecordingClient(url, **options).connect()
+        opened.append(client)
+        client.replica = client.info()["replica"]
+        if client.replica in wanted and client.replica not in found:
+            found[client.replica] = client
+        if set(found) == wanted:
+            return found
+    raise AssertionError(f"could not place clients on {sorted(wanted)}; got {sorted(found)}")
 
 
 def with_marker(url: str, marker: str) -> str:

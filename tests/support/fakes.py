@@ -69,10 +69,21 @@ class FakeBroker:
         self._lock = threading.Lock()
         self._took = threading.Condition(self._lock)
 
-    def connect(self) -> FakeConnection:
-        connection = FakeConnection(self)
+    def connect(self, **transport_options) -> FakeConnection:
+        connection = FakeConnection(self, transport_options)
         self.connections.append(connection)
         return connection
+
+    def block(self, reason: str) -> None:
+        """A resource alarm: RabbitMQ sends connection.blocked; py-amqp calls `on_blocked`."""
+        for connection in self.connections:
+            if on_blocked := connection.transport_options.get("on_blocked"):
+                on_blocked(reason)
+
+    def unblock(self) -> None:
+        for connection in self.connections:
+            if on_unblocked := connection.transport_options.get("on_unblocked"):
+                on_unblocked()
 
     def publish(self, body: str) -> None:
         with self._lock:
@@ -104,8 +115,9 @@ class FakeBroker:
 class FakeConnection:
     """The part of kombu.Connection the publisher uses."""
 
-    def __init__(self, broker: FakeBroker):
+    def __init__(self, broker: FakeBroker, transport_options: dict | None = None):
         self.broker = broker
+        self.transport_options = transport_options or {}
         self.released = False
 
     def ensure_connection(self, max_retries: int | None = None) -> FakeConnection:
@@ -146,8 +158,8 @@ class ManagerOnFakeBroker(QueueManager):
         self.broker = broker  # before super().__init__(), which makes a first connection
         super().__init__("memory://", "unit-channel", limits=limits, **options)
 
-    def connect_to_broker(self) -> FakeConnection:
-        return self.broker.connect()
+    def connect_to_broker(self, **transport_options) -> FakeConnection:
+        return self.broker.connect(**transport_options)
 
 
 class MemoryJobBroker:

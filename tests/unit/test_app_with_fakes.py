@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from common.contract import Event, user_room
-from common.jobs import EnqueueFailed, Job
+from common.jobs import REFUSAL_MESSAGES, EnqueueFailed, Job
 from tests.support.app import TestClient, unit_settings
 from web.app import create_app
 from web.extensions import socketio
@@ -20,10 +20,11 @@ class FakeJobQueue:
     def __init__(self, fail: bool = False):
         self.enqueued: list[tuple[str, dict, str]] = []
         self.fail = fail
+        self.reason = "unreachable"  # why it fails, when it does
 
     def enqueue(self, name: str, args: dict, job_id: str | None = None) -> str:
         if self.fail:
-            raise EnqueueFailed("broker unreachable")
+            raise EnqueueFailed(f"broker {self.reason}", self.reason)
         job_id = job_id or f"job-{len(self.enqueued) + 1}"
         self.enqueued.append((name, args, job_id))
         return job_id
@@ -89,6 +90,25 @@ def test_the_api_answers_503_when_the_queue_is_down(app_with, jobs):
         "/api/notifications", json={"to": "all", "data": {}},
         headers={"Authorization": f"Bearer {API_KEY}"})
     assert answer.status_code == 503 and "unavailable" in answer.get_json()["error"]
+    assert answer.get_json()["reason"] == "unreachable" and answer.headers["Retry-After"]
+
+
+@pytest.mark.parametrize("reason", REFUSAL_MESSAGES)
+def test_each_refusal_is_a_503_saying_why_without_the_brokers_details(app_with, jobs, reason):
+    jobs.fail, jobs.reason = True, reason
+    answer = app_with.test_client().post(
+        "/api/notifications", json={"to": "all", "data": {}},
+        headers={"Authorization": f"Bearer {API_KEY}"})
+    assert answer.status_code == 503
+    assert answer.get_json() == {"error": REFUSAL_MESSAGES[reason], "reason": reason}
+
+
+def test_start_job_during_a_resource_alarm_says_so(app_with, jobs):
+    jobs.fail, jobs.reason = True, "blocked"
+    client = signed_in(app_with)
+    answer = client.emit(Event.START_JOB, {"steps": 2}, callback=True)
+    assert answer == {"event": Event.START_JOB, "error": REFUSAL_MESSAGES["blocked"]}
+    client.disconnect()
 
 
 def test_the_api_refuses_a_wrong_key_without_enqueueing(app_with, jobs):

@@ -19,6 +19,7 @@ from tests.support.waiting import wait_until
 
 FAST_RETRIES = BrokerLimits(retry_max_seconds=0.05)
 OUTBOX_FULL = 'where="outbox_full"'
+FANOUT = 'connection="fanout"'
 UNDECODABLE = 'where="undecodable"'
 
 
@@ -105,6 +106,19 @@ def test_emits_during_an_outage_are_published_in_order_once_the_broker_is_back(
     unreachable_broker.reachable.set()
     assert numbers(unreachable_broker.wait_published(10)) == list(range(10))
     wait_until(lambda: manager.publisher_connected, timeout=5)
+
+
+def test_a_resource_alarm_shows_in_status_and_the_gauge_until_it_clears(broker):
+    manager = manager_on(broker)
+    manager.start_publisher()
+    wait_until(lambda: manager.publisher_connected, timeout=5)
+
+    broker.block("low on memory")
+    assert manager.status()["publisher_blocked"] and manager.publisher_blocked == "low on memory"
+    assert local_metric("broker_publisher_blocked", FANOUT) == 1
+    broker.unblock()
+    assert not manager.status()["publisher_blocked"]
+    assert local_metric("broker_publisher_blocked", FANOUT) == 0
 
 
 def test_full_outbox_drops_new_messages_and_counts_them(unreachable_broker):

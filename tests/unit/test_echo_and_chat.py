@@ -58,6 +58,14 @@ def test_sum_error_goes_through_the_default_error_handler(connect, arguments):
     assert client.emit(Event.SUM, 2, 2, callback=True, namespace=ECHO_NAMESPACE) == 4
 
 
+def test_a_sum_too_large_for_json_is_a_clear_error(connect):
+    client = connect(namespace=ECHO_NAMESPACE)
+
+    ack = client.emit(Event.SUM, 1.7e308, 1.7e308, callback=True, namespace=ECHO_NAMESPACE)
+
+    assert ack == {"event": Event.SUM, "error": "the sum is too large for a JSON number"}
+
+
 def test_unknown_event_on_echo_gets_error_response(connect):
     # Regression: the catch-all handler was registered for the main namespace only, so an unknown
     # event on /echo was dropped silently and a client waiting for its ack waited until its own
@@ -78,7 +86,10 @@ def test_chat_join_acks_and_announces_to_the_room(connect):
     ack = bob.emit(Event.CHAT_JOIN, {"room": "lobby", "name": "bob"}, callback=True,
                    namespace=CHAT_NAMESPACE)
 
-    assert ack == {"room": "lobby", "replica": "unit-1"}
+    # Its own connection is among the members (one process: the view is brought up to date).
+    assert ack == {"room": "lobby", "replica": "unit-1",
+                   "members": {"users": [], "more_users": 0, "anonymous": 1,
+                               "connections": 1}}
     announcement = only(bob.events(Event.CHAT_MESSAGE, CHAT_NAMESPACE))
     assert announcement["room"] == "lobby"
     assert announcement["name"] == "server"

@@ -9,8 +9,9 @@ import json
 import pytest
 
 from common import strict_json
+from common.auth import issue_token
 from common.contract import CHAT_NAMESPACE, Event, user_room
-from tests.support.app import errors_for
+from tests.support.app import SECRET, errors_for
 from tests.support.metrics import local_metric
 from web.extensions import socketio
 from web.limits import MAX_EVENT_NAME_CHARS
@@ -88,3 +89,14 @@ def test_the_chat_refuses_reserved_rooms(connect):
                           callback=True)
         assert "cannot be joined" in ack["error"], room
 
+
+
+def test_a_signed_in_connection_cannot_leave_its_users_room(connect):
+    """Out of `user:<id>`, it would escape POST /api/disconnect yet still act as that user."""
+    client = connect(auth={"token": issue_token(SECRET, "alice")})
+    sid = client.emit(Event.SERVER_INFO, callback=True)["sid"]
+    for room in (user_room("alice"), sid):
+        ack = client.emit(Event.LEAVE, {"room": room}, callback=True)
+        assert "cannot be left" in ack["error"], room
+
+    assert user_room("alice") in socketio.server.rooms(sid)

@@ -293,6 +293,16 @@
 
   let chatRoom = null; // the room "Say" talks in
   let chatName = null;
+  // Who is in chatRoom, on every replica: the join answer's list, then the presence events (EVENT.PRESENCE).
+  // Signed-in users by id, the others counted.
+  const chatMembers = { users: new Set(), moreUsers: 0, anonymous: 0 };
+
+  function showChatMembers() {
+    const parts = [...chatMembers.users].sort();
+    if (chatMembers.moreUsers) parts.push(chatMembers.moreUsers + " more");
+    if (chatMembers.anonymous) parts.push(chatMembers.anonymous + " anonymous");
+    byId("chat-members").textContent = chatRoom ? "Members of #" + chatRoom + ": " + (parts.join(", ") || "nobody") : "";
+  }
 
   function setChatEnabled(enabled) {
     for (const control of byId("chat-say-form").elements) control.disabled = !enabled;
@@ -304,6 +314,10 @@
       chatName = name;
       byId("chat-state").textContent =
         "In #" + reply.room + " as " + name + " (on " + reply.replica + ").";
+      chatMembers.users = new Set(reply.members.users);
+      chatMembers.moreUsers = reply.members.more_users; // not listed by the server
+      chatMembers.anonymous = reply.members.anonymous;
+      showChatMembers();
       setChatEnabled(true);
     });
   }
@@ -322,6 +336,15 @@
   chat.on("disconnect", () => {
     setChatEnabled(false);
     if (chatRoom) byId("chat-state").textContent = "Disconnected; rejoining #" + chatRoom + " when back.";
+  });
+
+  chat.on(EVENT.PRESENCE, (change) => {
+    if (!change || change.room !== chatRoom) return;
+    for (const user of change.joined) chatMembers.users.add(user);
+    for (const user of change.left) chatMembers.users.delete(user);
+    chatMembers.moreUsers = Math.max(0, change.users - chatMembers.users.size);
+    chatMembers.anonymous = change.anonymous;
+    showChatMembers();
   });
 
   chat.on(EVENT.CHAT_MESSAGE, (msg) => {
