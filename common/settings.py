@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     max_fanout_bytes: int = Field(16_384, ge=256)
     max_pending_acks: int = Field(100, ge=1)
     ack_timeout_seconds: float = Field(60.0, gt=0)
+    # Half-open sessions: an Engine.IO session that has connected no Socket.IO namespace yet
+    # (clients do it right after the handshake) is closed after HANDSHAKE_TIMEOUT_SECONDS, and a
+    # replica holds at most MAX_HALF_OPEN_SESSIONS of them: beyond, new handshakes get a 503.
+    handshake_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    max_half_open_sessions: int = Field(2_000, ge=1)
 
     # Demo login: POST /api/demo/token issues a token for any user name. Anyone can then act as
     # anyone, so it is on by default only in development.

@@ -49,6 +49,9 @@ ROWS: list[tuple[tuple[str, ...], str, str | None]] = [
      "event), JSON-encoded"), None),
     (("max_pending_acks", "ack_timeout_seconds"), ("server-to-client calls waiting for one "
      "client's answer: beyond the count the oldest is forgotten, after the timeout any is"), None),
+    (("handshake_timeout_seconds", "max_half_open_sessions"), ("a session that has connected no "
+     "Socket.IO namespace within the timeout is closed; beyond the count of such sessions per "
+     "replica, new handshakes get a 503 with a JSON reason"), None),
     (("max_clients_per_replica",), ("gunicorn `worker_connections`; the open-file limit is raised "
      "to match"), None),
     (("web_host", "web_port"), "where a replica listens", None),

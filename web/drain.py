@@ -12,6 +12,7 @@ web/gunicorn_worker.py's ReplicaWorker runs `Drain.run` on SIGTERM.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -19,9 +20,10 @@ from collections.abc import Callable
 
 from flask_socketio import SocketIO
 
+from web.limits import opens_session
+
 log = logging.getLogger(__name__)
 
-SESSION_PATH = "/socket.io/"
 REFUSAL = json.dumps({"error": "this replica is shutting down; reconnect"}).encode()
 
 
@@ -33,8 +35,7 @@ class Drain:
 
     def refuses(self, environ) -> bool:
         """A new Socket.IO session while draining (the requests of a session carry its sid)."""
-        return (self.draining and environ.get("PATH_INFO", "").startswith(SESSION_PATH)
-                and "sid=" not in environ.get("QUERY_STRING", ""))
+        return self.draining and opens_session(environ)
 
     @staticmethod
     def refuse(start_response) -> list[bytes]:
@@ -46,10 +47,14 @@ class Drain:
     def refuse_new_sessions_while_draining(self, wsgi_app):
         """Polling handshakes; WebSocket ones are refused before their upgrade (web/upstream.py's
         ReplicaWebSocketHandler), since gevent-websocket answers 101 before the app runs."""
+        # A bound method, not the middleware object: CPython 3.11 calls it inline, without one
+        # more C-level frame under every WebSocket's blocking read (see web/upstream.py).
+        call_app = wsgi_app if inspect.isroutine(wsgi_app) else wsgi_app.__call__
+
         def middleware(environ, start_response):
             if self.refuses(environ):
                 return self.refuse(start_response)
-            return wsgi_app(environ, start_response)
+            return call_app(environ, start_response)
         return middleware
 
     def run(self, seconds: float) -> None:

@@ -26,6 +26,12 @@ and logged once per offending connection (never once per packet):
   fanout_size      data above MAX_FANOUT_BYTES sent to many (a broadcast, a room) -> refused
   pending_acks     more than MAX_PENDING_ACKS server-to-client calls awaiting this client's answer
                    -> the oldest forgotten; any is forgotten after ACK_TIMEOUT_SECONDS
+  handshake_timeout  an Engine.IO session that has connected no Socket.IO namespace within
+                   HANDSHAKE_TIMEOUT_SECONDS -> closed (until then it holds a session, its
+                   environ and, on polling, a queue)
+  half_open_sessions  a new handshake while the replica holds MAX_HALF_OPEN_SESSIONS such
+                   sessions -> 503 with a JSON reason (nginx tries the next replica), logged once
+                   per client address
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ EVENT_NAME = "event_name"
 ROOMS = "rooms"
 FANOUT = "fanout_size"
 PENDING_ACKS = "pending_acks"
+HANDSHAKE_TIMEOUT = "handshake_timeout"
+HALF_OPEN_SESSIONS = "half_open_sessions"
+
+SESSION_PATH = "/socket.io/"
 
 # A client event must be named like an application's event: not like one Socket.IO itself uses
 # (python-socketio would run the connect or disconnect handler with the client's arguments), not
@@ -150,6 +160,68 @@ class OriginCheck:
         return origins
 
 
+# -- Half-open sessions ----------------------------------------------------------------------------
+
+def opens_session(environ: dict) -> bool:
+    """Whether a request is an Engine.IO handshake (a Socket.IO request without a session id)."""
+    return environ.get("PATH_INFO", "").startswith(SESSION_PATH) \
+        and "sid=" not in environ.get("QUERY_STRING", "")
+
+
+class HalfOpenSessions:
+    """Engine.IO sessions that have connected no Socket.IO namespace yet, each with the time it
+    must have done so by. Every session gets the same timeout, so the oldest is always due first.
+    `still_half_open(sid)` is asked of the server: whether the session exists and still has no
+    namespace (a session that ended or connected since is forgotten)."""
+
+    def __init__(self, timeout: float, cap: int):
+        self.timeout = timeout
+        self.cap = cap
+        self.deadlines: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self.lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.deadlines)
+
+    def opened(self, sid: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            self.deadlines[sid] = now + self.timeout
+
+    def settled(self, sid: str) -> None:
+        """The session connected a namespace (or ended)."""
+        with self.lock:
+            self.deadlines.pop(sid, None)
+
+    def full(self, still_half_open: Callable[[str], bool]) -> bool:
+        """Whether a new session would exceed the cap; at the cap, what settled is forgotten
+        first (a session's own connect normally reports it, but not every way out does)."""
+        if len(self.deadlines) < self.cap:
+            return False
+        with self.lock:
+            for sid in [sid for sid in self.deadlines if not still_half_open(sid)]:
+                del self.deadlines[sid]
+            return len(self.deadlines) >= self.cap
+
+    def next_deadline(self) -> float | None:
+        with self.lock:
+            return next(iter(self.deadlines.values()), None)
+
+    def expired(self, now: float | None = None) -> list[str]:
+        """The sessions past their deadline, forgotten here; the caller closes those still
+        half-open."""
+        now = time.monotonic() if now is None else now
+        due = []
+        with self.lock:
+            while self.deadlines:
+                sid, deadline = next(iter(self.deadlines.items()))
+                if deadline > now:
+                    break
+                del self.deadlines[sid]
+                due.append(sid)
+        return due
+
+
 # -- Per-connection limits -------------------------------------------------------------------------
 
 def engineio_frame_error(data) -> str | None:
@@ -219,6 +291,11 @@ class ClientLimits:
         self.origin_check = origin_check
         self.environ_of = environ_of
         self.logged = OnceEach()
+        self.half_open = HalfOpenSessions(settings.handshake_timeout_seconds,
+                                          settings.max_half_open_sessions)
+        # Whether a session exists and has connected no namespace: the server knows (set by
+        # web/upstream.py's install_limits).
+        self.still_half_open: Callable[[str], bool] = lambda sid: True
 
     def event_bucket(self) -> TokenBucket:
         return TokenBucket(self.event_rate, self.event_burst)
@@ -247,6 +324,22 @@ class ClientLimits:
             metrics.LIMIT_EXCEEDED.labels(MALFORMED).inc()
             log.warning("malformed %s packet from %s (client %s), dropped: %s", kind, sid,
                         client_address(self.environ_of(sid)), str(exc)[:200])
+
+    def handshake_refused(self, environ: dict) -> bool:
+        """Whether a new session must be refused: the replica holds MAX_HALF_OPEN_SESSIONS
+        sessions that connected no namespace. Logged once per client address."""
+        if not opens_session(environ) or not self.half_open.full(self.still_half_open):
+            return False
+        metrics.LIMIT_EXCEEDED.labels(HALF_OPEN_SESSIONS).inc()
+        address = client_address(environ)
+        if self.logged.first(f"{HALF_OPEN_SESSIONS}:{address}"):
+            log.warning("half open sessions limit: %d sessions have connected no namespace; "
+                        "refused a new one from client %s (503)", self.half_open.cap, address)
+        return True
+
+    def handshake_timed_out(self, sid: str) -> None:
+        self.offence(HANDSHAKE_TIMEOUT, sid, f"no namespace connected within "
+                     f"{self.half_open.timeout:g} s; closed")
 
     def websocket_too_big(self, environ: dict, size: int) -> None:
         """A WebSocket message over the cap, found at its frame header (no session known yet)."""

@@ -18,9 +18,15 @@ in seconds, naming this module to re-read:
       close(wait, abort, reason) schedule_ping() (and what _send_ping does, in ping_now);
       attributes queue, closing, closed, sid, server, upgraded, connected, upgrading, last_ping
     engineio.server.Server.generate_id() overridden per instance (the session-id prefix)
+    engineio.server.Server attribute _async (per instance: its "websocket" wrapper class, built
+                                         as before and called through its bound __call__)
+    engineio.async_drivers.gevent.WebSocketWSGI.__call__(environ, start_response); attribute
+                                         environ (emptied once the session runs on WebSocket)
   python-socketio 5.18.1
     socketio.Server._handle_eio_message(eio_sid, data)  wrapped per instance (message guard)
     socketio.Server._handle_event(eio_sid, namespace, id, data)  wrapped per instance (event names)
+    socketio.Server._handle_eio_connect(eio_sid, environ)  wrapped per instance and as the
+                                         Engine.IO connect handler (the environ kept, trimmed)
     socketio.Server._send_packet(eio_sid, pkt)  to answer a refused event's ack
     socketio.pubsub_manager.PubSubManager._publish(data)  (publish_to_replicas) and
       _handle_disconnect(message)  wrapped per instance (take_control_messages)
@@ -44,7 +50,9 @@ in seconds, naming this module to re-read:
     socketio.Server._binary_packet       binary packets waiting for their attachments
     socketio.Server.manager_initialized  set to start the client manager with the replica
   Flask-SocketIO 5.7.0
-    flask_socketio.SocketIO._handle_event(handler, message, namespace, sid, *args)
+    flask_socketio.SocketIO._handle_event(handler, message, namespace, sid, *args)  (then drops
+      the "werkzeug.request" werkzeug leaves in the session's environ, found through
+      socketio.base_manager.BaseManager.eio_sid_from_sid(sid, namespace))
     flask_socketio.Namespace.trigger_event(event, *args)  (AnsweringNamespace)
   gevent-websocket 0.10.1
     geventwebsocket.handler.WebSocket    rebound to CappedWebSocket (the handler instantiates the
@@ -54,9 +62,14 @@ in seconds, naming this module to re-read:
       attributes stream, raw_read, raw_write, environ, handler, closed; Header.decode_header
     geventwebsocket.handler.WebSocketHandler.upgrade_websocket()  (ReplicaWebSocketHandler, the
                                          handler class of web/gunicorn_worker.py's ReplicaWorker)
+      and run_websocket() (replaced: upstream's, without server.clients, the app called inline);
+      geventwebsocket.websocket.Stream (its read slot, replaced by SocketReader.read)
     engineio's WebSocket wrapper `_sock` (gevent-websocket's WebSocket) -> .handler.socket
   gevent 26.9.0
-    gevent.pywsgi.WSGIHandler.__init__(sock, address, server, rfile=None)  (the read buffer)
+    gevent.pywsgi.WSGIHandler.__init__(sock, address, server, rfile=None)  (the read buffer);
+      attributes rfile, socket, environ, application, headers, response_headers, websocket:
+      once upgraded, nothing reads headers or response_headers, and a closed rfile makes
+      handle_one_request() end the connection after the WebSocket
 """
 
 from __future__ import annotations
@@ -120,6 +133,11 @@ MEMBERS_READ = {
     "socketio.server.Server._handle_eio_message": "(self, eio_sid, data)",
     "socketio.server.Server._handle_event": "(self, eio_sid, namespace, id, data)",
     "socketio.server.Server._send_packet": "(self, eio_sid, pkt)",
+    "socketio.server.Server._handle_eio_connect": "(self, eio_sid, environ)",
+    "socketio.base_manager.BaseManager.eio_sid_from_sid": "(self, sid, namespace)",
+    "engineio.async_drivers.gevent.WebSocketWSGI.__call__": "(self, environ, start_response)",
+    "geventwebsocket.handler.WebSocketHandler.run_websocket": "(self)",
+    "geventwebsocket.websocket.Stream": None,
     "socketio.base_manager.BaseManager._generate_ack_id": "(self, sid, callback)",
     "socketio.server.Server._handle_connect": "(self, eio_sid, namespace, data)",
     "socketio.server.Server._send_eio_packet": "(self, eio_sid, eio_pkt)",
@@ -153,8 +171,11 @@ INSTANCE_ATTRIBUTES_READ = {
     "socketio.server.Server": ("_binary_packet", "manager_initialized", "manager", "eio",
                                "packet_class"),
     "socketio.base_manager.BaseManager": ("callbacks", "rooms"),
+    "engineio.server.Server": ("_async",),
 }
 
+HALF_OPEN_REFUSAL = (b'{"error": "this replica holds too many sessions that have not connected; '
+                     b'retry shortly"}')
 CLOSE_MESSAGE_TOO_BIG = 1009  # RFC 6455 7.4.1
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000  # engine.io's own default, for a WebSocket outside our apps
 
@@ -180,6 +201,62 @@ def install_limits(sio_server, limits: ClientLimits) -> None:
     sio_server._handle_event = EventNameCheck(sio_server, limits)
     manager = sio_server.manager
     manager._generate_ack_id = BoundedAcks(manager, limits)
+    keep_trimmed_environ(sio_server)
+    watch = HandshakeWatch(sio_server, limits)
+    sio_server.eio.handshake_watch = watch
+    limits.still_half_open = watch.still_half_open
+    eio_async = sio_server.eio._async
+    if "websocket" in eio_async:
+        sio_server.eio._async = {**eio_async, "websocket": inline_websocket_wrapper(eio_async)}
+
+
+# What is read of a session's WSGI environ after its handshake: Flask-SocketIO builds each event's
+# request context from it (werkzeug's Request and URL adapter), web/limits.py logs the client's
+# address, the Admin UI shows the address, query and URL. Everything else (the WebSocket key and
+# version, Accept*, the user agent, cookies: Socket.IO sessions start empty and on_connect fills
+# them) is read only during the handshake.
+KEPT_ENVIRON_KEYS = frozenset({
+    "REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME", "SERVER_PORT",
+    "SERVER_PROTOCOL", "REMOTE_ADDR", "HTTP_HOST", "HTTP_X_REAL_IP", "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "wsgi.url_scheme", "flask.app",
+})
+
+
+ENVIRON_LOGGED = ("REMOTE_ADDR", "HTTP_X_REAL_IP", "QUERY_STRING")  # by web/limits.py
+
+
+def trimmed_environ(environ: dict) -> dict:
+    return {key: value for key, value in environ.items() if key in KEPT_ENVIRON_KEYS}
+
+
+def keep_trimmed_environ(sio_server) -> None:
+    """python-socketio keeps every session's WSGI environ (`server.environ[eio_sid]`) until it
+    ends: 2 to 3 KB of headers and server objects per connection, of which only KEPT_ENVIRON_KEYS
+    are read later. It keeps those. (The Admin UI wraps `_handle_eio_connect` and calls the
+    instance's, so both the Engine.IO handler and the instance attribute are replaced.)"""
+    handle_eio_connect = sio_server._handle_eio_connect
+
+    def connect(eio_sid, environ):
+        watch = getattr(sio_server.eio, "handshake_watch", None)
+        if watch is not None:
+            watch.opened(eio_sid)
+        return handle_eio_connect(eio_sid, trimmed_environ(environ))
+
+    sio_server._handle_eio_connect = connect
+    sio_server.eio.on("connect", connect)
+
+
+def inline_websocket_wrapper(eio_async: dict):
+    """engine.io calls its WebSocket wrapper object (`ws(environ, start_response)`), and every call
+    of an object's `__call__` is one more C-level interpreter frame under the session's blocking
+    read, which greenlet saves to the heap for every idle connection. A bound method is called
+    inline by CPython 3.11."""
+    wrapper_class = eio_async["websocket"]
+
+    def websocket(handler, server):
+        return wrapper_class(handler, server).__call__
+
+    return websocket
 
 
 def publish_to_replicas(manager, message: dict) -> bool:
@@ -336,12 +413,20 @@ def start_client_manager(sio_server) -> None:
 # -- Flask-SocketIO --------------------------------------------------------------------------------
 
 class ReplicaSocketIO(flask_socketio.SocketIO):
-    """Flask-SocketIO with one place that sees every client event, for metrics."""
+    """Flask-SocketIO with one place that sees every client event, for metrics and to drop what
+    an event's request context leaves in the session's environ."""
 
     def _handle_event(self, handler, message, namespace, sid, *args):
         if message not in ("connect", "disconnect"):
             metrics.EVENTS_RECEIVED.labels(namespace or "/").inc()
-        return super()._handle_event(handler, message, namespace, sid, *args)
+        try:
+            return super()._handle_event(handler, message, namespace, sid, *args)
+        finally:
+            # werkzeug's Request puts itself in the environ it reads (populate_request), so the
+            # session's kept environ would hold its last event's request for as long as it lives.
+            environ = self.server.environ.get(self.server.manager.eio_sid_from_sid(sid, namespace))
+            if environ is not None:
+                environ.pop("werkzeug.request", None)
 
 
 class AnsweringNamespace(flask_socketio.Namespace):
@@ -391,6 +476,9 @@ def _guarded_message(sio_server, limits: ClientLimits, handle, eio_sid: str, dat
         waiting_for_attachments.pop(eio_sid, None)
         limits.malformed(eio_sid, "socket.io", exc)
         return
+    finally:
+        if eio_sid in limits.half_open.deadlines:
+            sio_server.eio.handshake_watch.check(eio_sid)
     waiting = waiting_for_attachments.get(eio_sid)
     if waiting is not None and (waiting.attachment_count < 1 or waiting.data is None):
         # Upstream would wait for attachments that were never announced and take the next
@@ -621,6 +709,7 @@ class LimitedSocket(engineio.socket.Socket):
             writer.write(websocket_frame(pkt))
         self.writer = writer
         self.queue = NO_QUEUE  # ~2.5 KB per connection that nothing reads any more
+        release_handshake_environ(ws)
         if self.closed:
             writer.close_when_flushed(ws)
 
@@ -679,6 +768,22 @@ class LimitedSocket(engineio.socket.Socket):
         websocket = getattr(self.transport_ws, "_sock", None)
         if isinstance(websocket, CappedWebSocket):
             websocket.abort()
+
+
+def release_handshake_environ(ws) -> None:
+    """The upgrade request's environ is held, until the WebSocket ends, by the frames under the
+    read loop: gevent's original and Flask-SocketIO's copy of it (python-socketio keeps its own
+    trimmed one). Nothing reads them after the upgrade, so they are emptied in place; the
+    WebSocket keeps the keys its size limit logs (web/limits.py's websocket_too_big)."""
+    websocket = getattr(ws, "_sock", None)
+    environ = getattr(ws, "environ", None)
+    if not isinstance(websocket, CappedWebSocket) or environ is None:
+        return
+    original = websocket.environ
+    websocket.environ = {key: environ[key] for key in ENVIRON_LOGGED if key in environ}
+    for handshake_environ in (environ, original):
+        if handshake_environ is not None:
+            handshake_environ.clear()
 
 
 class _NoQueue:
@@ -741,6 +846,68 @@ class PingScheduler:
                     session.ping_now()
                 except Exception:  # one broken session must not stop everyone's pings
                     log.exception("ping of %s failed", session.sid)
+
+
+class HandshakeWatch:
+    """Closes the sessions that connect no Socket.IO namespace within HANDSHAKE_TIMEOUT_SECONDS
+    (the policy: web/limits.py's HalfOpenSessions), from one greenlet per server that wakes when
+    the oldest is due, like PingScheduler."""
+
+    def __init__(self, sio_server, limits: ClientLimits):
+        self.sio_server = sio_server
+        self.limits = limits
+        self.half_open = limits.half_open
+        self.lock = threading.Lock()
+        self.running = False
+
+    def opened(self, eio_sid: str) -> None:
+        self.half_open.opened(eio_sid)
+        with self.lock:
+            if self.running:
+                return
+            self.running = True
+        self.sio_server.eio.start_background_task(self.run)
+
+    def still_half_open(self, eio_sid: str) -> bool:
+        if eio_sid not in self.sio_server.eio.sockets:
+            return False
+        manager = self.sio_server.manager
+        return all(manager.sid_from_eio_sid(eio_sid, namespace) is None
+                   for namespace in list(manager.get_namespaces()))
+
+    def check(self, eio_sid: str) -> None:
+        """After a message of a half-open session: forgotten here once it connected a namespace."""
+        if not self.still_half_open(eio_sid):
+            self.half_open.settled(eio_sid)
+
+    def run(self) -> None:
+        while True:
+            with self.lock:
+                deadline = self.half_open.next_deadline()
+                if deadline is None:
+                    self.running = False
+                    return
+            wait = deadline - time.monotonic()
+            if wait > 0:
+                self.sio_server.eio.sleep(wait)
+                continue
+            for eio_sid in self.half_open.expired():
+                if self.still_half_open(eio_sid):
+                    try:
+                        self.close(eio_sid)
+                    except Exception:  # one broken session must not stop the watch
+                        log.exception("closing half-open session %s failed", eio_sid)
+
+    def close(self, eio_sid: str) -> None:
+        eio = self.sio_server.eio
+        session = eio.sockets.get(eio_sid)
+        if session is None:
+            return
+        self.limits.handshake_timed_out(eio_sid)
+        # Not eio.disconnect(): it waits until a polling client fetches its CLOSE packet, which
+        # a client that never connected a namespace may never do.
+        session.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
+        eio.sockets.pop(eio_sid, None)
 
 
 class WebSocketWriter:
@@ -974,12 +1141,29 @@ class ReplicaWebSocketHandler(gws_handler.WebSocketHandler):
     # gevent's default read buffer is 8 KB per connection, allocated up front and kept for the
     # life of a WebSocket. A WebSocket reads a 2-byte header, then a payload of known length
     # (read straight into its own buffer when larger); HTTP requests parse fine with less.
-    READ_BUFFER_BYTES = 1024
+    READ_BUFFER_BYTES = 256
 
     def __init__(self, sock, address, server, rfile=None):
         if rfile is None:
             rfile = sock.makefile("rb", self.READ_BUFFER_BYTES)
         super().__init__(sock, address, server, rfile)
+
+    def run_websocket(self):
+        """gevent-websocket's, with less kept per connection for the life of the WebSocket: the
+        request's parsed headers (an email.message.Message, about 2 KB) and the 101 answer's
+        header list are not read after the upgrade, and nothing reads `server.clients` (which
+        upstream fills for every WebSocket). The app is called through its `__call__` method:
+        CPython 3.11 runs that inline, where calling the app object adds a C-level interpreter
+        frame that greenlet saves for every idle connection."""
+        self.headers = None
+        self.response_headers = []
+        try:
+            list(self.application.__call__(self.environ, lambda s, h, e=None: []))
+        finally:
+            if not self.websocket.closed:
+                self.websocket.close()
+            self.environ.update({"wsgi.websocket": None})
+            self.websocket = None
 
     def upgrade_websocket(self):
         limits = client_limits_of(self.application)
@@ -988,7 +1172,68 @@ class ReplicaWebSocketHandler(gws_handler.WebSocketHandler):
             self.start_response("400 Bad Request", [("Content-Type", "application/json"),
                                                     ("Content-Length", str(len(body)))])
             return [body]
+        # Every request passes here first, polling or not: a new session refused here (the
+        # half-open cap) is answered before gevent-websocket's 101, so the client gets the 503.
+        if limits is not None and limits.handshake_refused(self.environ):
+            body = HALF_OPEN_REFUSAL
+            self.start_response("503 Service Unavailable", [
+                ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                ("Retry-After", "1")])
+            return [body]
         drain = getattr(self.application, "extensions", {}).get("drain")
         if drain is not None and drain.refuses(self.environ):  # nginx tries the next replica
             return drain.refuse(self.start_response)
-        return super().upgrade_websocket()
+        result = super().upgrade_websocket()
+        websocket = getattr(self, "websocket", None)
+        if websocket is not None:
+            # The WebSocket reads its socket itself, not through the request's buffered reader:
+            # that one (C code) calls back into Python for every read, one more C-level
+            # interpreter frame under the blocking read of every idle connection.
+            reader = SocketReader(self.socket, self.unread_input())
+            websocket.stream.read = websocket.raw_read = reader.read
+            # Frees its buffer; once the WebSocket ends, pywsgi sees it closed and reads no
+            # further request from this connection.
+            self.rfile.close()
+        return result
+
+    def unread_input(self) -> bytes:
+        """What the request's read buffer holds beyond the request, taken without waiting."""
+        timeout = self.socket.gettimeout()
+        self.socket.settimeout(0.0)
+        try:
+            pending = self.rfile.peek()  # on an empty buffer: one non-blocking read
+        finally:
+            self.socket.settimeout(timeout)
+        if pending:
+            self.rfile.read(len(pending))
+        return pending
+
+
+class SocketReader:
+    """Reads exactly the bytes asked for from a (gevent) socket, in Python. A read of a few
+    bytes (a frame header) asks the kernel for up to READ_AHEAD, so that a small message takes
+    one system call; what was read ahead is kept for the next read, nothing otherwise."""
+
+    READ_AHEAD = 256
+    __slots__ = ("socket", "pending")
+
+    def __init__(self, socket, pending: bytes = b""):
+        self.socket = socket
+        self.pending = pending
+
+    def read(self, size: int) -> bytes:
+        data = self.pending
+        if len(data) >= size:
+            self.pending = data[size:]
+            return data[:size]
+        chunks = [data]
+        have = len(data)
+        while have < size:
+            chunk = self.socket.recv(max(size - have, self.READ_AHEAD))
+            if not chunk:  # the peer closed: a short read, as from a file
+                break
+            chunks.append(chunk)
+            have += len(chunk)
+        data = b"".join(chunks)
+        self.pending = data[size:]
+        return data[:size]

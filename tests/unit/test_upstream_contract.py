@@ -67,7 +67,8 @@ def test_instance_attributes_read_exist(app):
     server = socketio.server
     session = library_object("engineio.socket.Socket")(server.eio, "contract-check")
     instances = {"engineio.socket.Socket": session, "socketio.server.Server": server,
-                 "socketio.base_manager.BaseManager": server.manager}
+                 "socketio.base_manager.BaseManager": server.manager,
+                 "engineio.server.Server": server.eio}
     for path, names in upstream.INSTANCE_ATTRIBUTES_READ.items():
         missing = [name for name in names if not hasattr(instances[path], name)]
         assert not missing, f"{path} has no {missing}; {REREAD} INSTANCE_ATTRIBUTES_READ"
