@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import requests
 import websocket
@@ -175,6 +175,26 @@ def connect_or_count(base: str, tally: Tally, attack: str, **options) -> RawSess
     return None
 
 
+def rounds_on_a_session(base: str, tally: Tally, deadline: float,
+                        attack: str) -> Iterator[tuple[int, RawSession]]:
+    """Numbered rounds until `deadline` (at most 100,000), each with a live session: a new one
+    whenever the server ended the last."""
+    session = None
+    try:
+        for round_ in range(100_000):
+            if time.monotonic() > deadline:
+                return
+            if session is None or not session.alive:
+                if session is not None:
+                    session.close()
+                session = connect_or_count(base, tally, attack)
+                continue
+            yield round_, session
+    finally:
+        if session is not None:
+            session.close()
+
+
 # -- the attacks: each loops until `deadline`, a bounded number of times ---------------------------
 
 def flood(base: str, tally: Tally, deadline: float, marker: str) -> None:
@@ -212,22 +232,12 @@ def nasty_payloads(base: str, tally: Tally, deadline: float, marker: str) -> Non
         "42" + json.dumps(["disconnect", f"{marker} reason"]),
         *("42" + json.dumps([name, f"{marker} label"]) for name in RESERVED_NAMES),
     ]
-    session = None
-    for round_ in range(100_000):
-        if time.monotonic() > deadline:
-            break
-        if session is None or not session.alive:
-            if session is not None:
-                session.close()
-            session = connect_or_count(base, tally, "nasty payloads")
-            continue
+    for round_, session in rounds_on_a_session(base, tally, deadline, "nasty payloads"):
         index = round_ % len(messages)
         session.send(messages[index])
         tally("nasty payload sent")
         if not session.pump(1 / 30):
             tally(f"nasty payloads: connection ended after message #{index}")
-    if session is not None:
-        session.close()
 
 
 def rooms_and_acks(base: str, tally: Tally, deadline: float, marker: str, user: str) -> None:
@@ -281,21 +291,11 @@ def fanout(base: str, tally: Tally, deadline: float, marker: str) -> None:
     encoder would turn into 6), and some just over it; two a second."""
     within = "é" * ((MAX_FANOUT_BYTES - 100) // 2)
     over = "é" * (MAX_FANOUT_BYTES // 2 + 100)
-    session = None
-    for round_ in range(100_000):
-        if time.monotonic() > deadline:
-            break
-        if session is None or not session.alive:
-            if session is not None:
-                session.close()
-            session = connect_or_count(base, tally, "fanout")
-            continue
+    for round_, session in rounds_on_a_session(base, tally, deadline, "fanout"):
         big = round_ % 4 == 3
         session.emit(Event.MY_BROADCAST_EVENT, {"data": over if big else within})
         tally("fanout: over the cap sent" if big else "fanout: within the cap sent")
         session.pump(0.5)
-    if session is not None:
-        session.close()
 
 
 def oversize(base: str, tally: Tally, deadline: float, marker: str) -> None:
