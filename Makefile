@@ -44,7 +44,7 @@ test-integration: install ## integration tests: private RabbitMQ, nginx, 3 repli
 
 # `make test` runs the soak for its default length (tests/soak/test_hostile_soak.py); this is the long run.
 SOAK_SECONDS ?= 600
-soak: install ## hostile clients for SOAK_SECONDS (600) while healthy ones measure; figures in test-artifacts/soak.json
+soak: $(VENV)/.installed ## hostile clients for SOAK_SECONDS (600) while healthy ones measure; figures in test-artifacts/soak.json
 	SOAK_SECONDS=$(SOAK_SECONDS) scripts/pytest.sh $(PY) tests/soak $(PYTEST_ARGS)
 
 vendor-js: node_modules/.installed ## copy the pinned Socket.IO client and admin UI into web/static/vendor/ (commit them)
