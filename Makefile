@@ -11,7 +11,7 @@ WORKERS ?= 1
 AMQP_URL ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install run lint test test-unit test-integration clean
+.PHONY: help install run lint test test-unit test-integration soak clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -41,6 +41,11 @@ test-unit: $(VENV)/.installed ## unit tests only: no network, seconds
 
 test-integration: install ## integration tests: private RabbitMQ, nginx, 3 replicas, the worker
 	scripts/pytest.sh $(PY) tests/integration $(PYTEST_ARGS)
+
+# `make test` runs the soak for its default length (tests/soak/test_hostile_soak.py); this is the long run.
+SOAK_SECONDS ?= 600
+soak: $(VENV)/.installed ## hostile clients for SOAK_SECONDS (600) while healthy ones measure; figures in test-artifacts/soak.json
+	SOAK_SECONDS=$(SOAK_SECONDS) scripts/pytest.sh $(PY) tests/soak $(PYTEST_ARGS)
 
 vendor-js: node_modules/.installed ## copy the pinned Socket.IO client and admin UI into web/static/vendor/ (commit them)
 	scripts/vendor_js.sh

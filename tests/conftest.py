@@ -22,7 +22,7 @@ collect_ignore = ["compose"]
 TESTS = Path(__file__).parent
 # These tiers start the native stack too, so they also carry `integration`: `-m "not integration"`
 # leaves the unit tier.
-ALSO_INTEGRATION = {"browser", "loadtest", "bench"}
+ALSO_INTEGRATION = {"browser", "loadtest", "bench", "soak"}
 
 
 def pytest_configure(config: pytest.Config) -> None:

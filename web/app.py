@@ -74,7 +74,16 @@ def bind_socketio(app: Flask, settings: Settings, async_mode: str,
         **({"client_manager": queue_manager} if queue_manager is not None else {}),
     )
     server = socketio.server
-    limits = ClientLimits(settings, origin_check, lambda sid: server.environ.get(sid) or {})
+
+    def environ_of(sid: str) -> dict:
+        # The engine.io layer knows a connection by its Engine.IO sid, the handlers by its
+        # Socket.IO sid in one namespace (request.sid): either names the same environ.
+        if sid in server.environ:
+            return server.environ[sid]
+        return next((environ for namespace in list(server.manager.get_namespaces())
+                     if (environ := server.get_environ(sid, namespace))), {})
+
+    limits = ClientLimits(settings, origin_check, environ_of)
     app.extensions["client_limits"] = limits
     upstream.install_limits(server, limits)
     # nginx reads the replica's address from the `sid` query argument and sends the session's

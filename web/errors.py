@@ -8,8 +8,10 @@ from flask import request
 from flask_socketio import emit
 from pydantic import ValidationError
 
+from common import metrics
 from common.contract import Event
 from common.jobs import EnqueueFailed
+from web.extensions import current_client_limits
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +30,29 @@ def describe(exc: ValidationError) -> str:
 def report_error(exc: BaseException) -> dict:
     """Tell the sender what went wrong (as the ack and as an `error_response` event); log it once.
 
-    Client mistakes are logged as one warning line; anything else is a bug and gets one traceback.
+    Client mistakes are counted in `socketio_events_refused_total{reason}` and logged as one
+    warning line per connection (a client may send a bad event 50 times a second without being
+    cut off; a line for each would let it fill the logs); anything else is a bug and gets one
+    traceback.
     """
     event = request.event["message"] if getattr(request, "event", None) else None
     if event == "*":  # the catch-all handler: its first argument is the event's real name
         event = request.event["args"][0]
     if isinstance(exc, ValidationError):
-        message = f"invalid payload: {describe(exc)}"
+        message, reason = f"invalid payload: {describe(exc)}", "invalid_payload"
     elif isinstance(exc, (BadRequest, TypeError)):
-        message = str(exc)
+        message, reason = str(exc), "bad_request"
     elif isinstance(exc, EnqueueFailed):
         log.error("%r from %s: %s", event, request.sid, exc)
-        message = exc.public_message
+        message, reason = exc.public_message, "job_queue"
     else:
         log.exception("handler for %r on %s failed", event, request.namespace)
-        message = "internal error"
-    if isinstance(exc, (ValidationError, BadRequest, TypeError)):
-        log.warning("bad %r event from %s on %s: %s", event, request.sid, request.namespace,
-                    message)
+        message, reason = "internal error", "internal_error"
+    metrics.EVENTS_REFUSED.labels(reason).inc()
+    if reason in ("invalid_payload", "bad_request") and \
+            current_client_limits().logged.first(f"bad_event:{request.sid}"):
+        log.warning("bad %r event from %s on %s: %s (further ones from this connection are "
+                    "counted, not logged)", event, request.sid, request.namespace, message)
     error = {"event": event, "error": message}
     emit(Event.ERROR_RESPONSE, error)
     return error

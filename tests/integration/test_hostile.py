@@ -24,6 +24,7 @@ import websocket
 from common.contract import Event
 from scripts.stack import NGINX_DIR, Stack, free_port, nginx_binary, render
 from tests.support.clients import RecordingClient
+from tests.support.memory import memory_mb, replica_pid
 from tests.support.metrics import replica_metric
 from tests.support.stack import STACK_ENV, running_stack
 
@@ -75,26 +76,6 @@ def close_code(ws: websocket.WebSocket, timeout: float = 10) -> int | None:
 
 def limit_count(stack: Stack, limit: str) -> float:
     return replica_metric(stack, "socketio_limit_exceeded_total", f'limit="{limit}"')
-
-
-def replica_pid(stack: Stack) -> int:
-    """The gunicorn worker: the master's only child."""
-    master = stack.web[0].process.popen.pid
-    for task in os.listdir(f"/proc/{master}/task"):
-        with open(f"/proc/{master}/task/{task}/children") as listing:
-            children = listing.read().split()
-        if children:
-            return int(children[0])
-    raise AssertionError(f"gunicorn master {master} has no worker")
-
-
-def memory_mb(pid: int, field: str) -> float:
-    """VmHWM (peak RSS) or VmRSS of a process, in MB."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {field} for {pid}")
 
 
 def replica_log(stack: Stack) -> str:
@@ -171,7 +152,7 @@ def test_oversized_message_is_refused_at_the_frame_header(hostile, clients):
 
 
 def test_a_100_mb_message_costs_the_replica_no_memory(hostile, clients):
-    pid = replica_pid(hostile)
+    pid = replica_pid(hostile.web[0])
     peak_before = memory_mb(pid, "VmHWM")
     healthy = RecordingClient(hostile.url).connect()
     clients.append(healthy)
@@ -383,7 +364,7 @@ def test_malformed_packets_are_dropped_quietly(hostile, clients):
 
 def test_a_client_that_stops_reading_is_dropped(hostile, clients, unique):
     room = f"slow-{unique}"
-    pid = replica_pid(hostile)
+    pid = replica_pid(hostile.web[0])
     rss_before = memory_mb(pid, "VmRSS")
     dropped_before = limit_count(hostile, "outgoing_buffer")
 

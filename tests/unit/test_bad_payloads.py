@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from common.contract import CHAT_NAMESPACE, ECHO_NAMESPACE, MAIN_NAMESPACE, Event
 from tests.support.app import errors_for
+from tests.support.metrics import local_metric
 
 NOT_OBJECTS = [("str", ("text",)), ("int", (5,)), ("list", ([1],)), ("null", (None,)),
                ("bytes", (b"\x00",))]
@@ -107,3 +110,21 @@ def test_every_client_event_has_bad_payload_cases():
     expected |= {(ECHO_NAMESPACE, Event.SUM), (CHAT_NAMESPACE, Event.CHAT_JOIN),
                  (CHAT_NAMESPACE, Event.CHAT_SAY)}
     assert expected <= covered | accepts_anything
+
+
+def test_a_client_repeating_bad_events_is_logged_once_and_counted_each_time(connect, caplog):
+    # Below the event rate limit a client may send a bad event 50 times a second for as long as
+    # it likes: one log line per connection, every one counted.
+    client = connect()
+    client.get_received()
+    refused = local_metric("socketio_events_refused_total", 'reason="bad_request"')
+
+    with caplog.at_level(logging.WARNING, logger="web.errors"):
+        for index in range(5):
+            ack = client.emit(Event.JOIN, {"room": f"user:someone-{index}"}, callback=True)
+            assert "cannot be joined" in ack["error"]
+
+    assert len([line for line in caplog.messages if "bad 'join' event" in line]) == 1
+    assert local_metric("socketio_events_refused_total",
+                        'reason="bad_request"') == refused + 5
+    assert len(errors_for(client)) == 5

@@ -3,6 +3,7 @@ server-to-client calls waiting for its answer."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -102,3 +103,14 @@ def test_what_a_client_sends_to_many_is_capped(small_app):
     assert len(reader.events(Event.MY_RESPONSE)) == 1
     sender.disconnect()
     reader.disconnect()
+
+
+def test_an_offence_found_by_a_handler_names_the_client_address(small_app, caplog):
+    # Handlers know a connection by its Socket.IO sid, the engine.io layer by its Engine.IO sid.
+    client = TestClient(small_app, socketio, namespace=CHAT_NAMESPACE,
+                        headers={"X-Real-IP": "192.0.2.7"})
+    with caplog.at_level(logging.WARNING, logger="web.limits"):
+        for room in ("a", "b", "c", "d"):
+            client.emit(Event.CHAT_JOIN, {"room": room}, namespace=CHAT_NAMESPACE, callback=True)
+    (line,) = [message for message in caplog.messages if message.startswith("rooms limit")]
+    assert "from client 192.0.2.7;" in line, line
