@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # Recent events each replica keeps in memory for recoveries; older ones are read back from the
     # stream.
     recovery_memory_events: int = Field(10_000, ge=100)
+    # ... and at most this many bytes of them (as published): one client sending itself large
+    # messages must not make every replica hold thousands of them.
+    recovery_memory_bytes: int = Field(16_000_000, ge=1_000_000)
 
     # Secrets.
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)

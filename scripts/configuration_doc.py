@@ -76,6 +76,8 @@ ROWS: list[tuple[tuple[str, ...], str, str | None]] = [
      "reconnects within this long gets back its sid, rooms and missed events (`0`: off)"), None),
     (("recovery_memory_events",), ("recent events each replica keeps in memory for recoveries "
      "(older ones are read from the stream)"), None),
+    (("recovery_memory_bytes",), ("at most this many bytes of them (as published): past it, "
+     "the oldest are read from the stream instead"), None),
     (("worker_health_port", "health_host"), ("the worker's `/healthz`, `/readyz`, `/metrics` "
      "(`0`: off)"), None),
     (("log_level",), "", None),  # empty: its choices, from the model

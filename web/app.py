@@ -115,6 +115,7 @@ def add_recovery(app: Flask, settings: Settings, queue_manager: QueueManager | N
     server = socketio.server
     recovery = Recovery(server, queue_manager, window_seconds=settings.recovery_window_seconds,
                         memory_events=settings.recovery_memory_events,
+                        memory_bytes=settings.recovery_memory_bytes,
                         namespaces=(MAIN_NAMESPACE, CHAT_NAMESPACE),
                         replica_id=settings.replica_id,
                         # a user's room comes back only with a valid token (events.on_connect)

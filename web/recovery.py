@@ -142,6 +142,7 @@ def namespace_of(encoded: str) -> str:
 
 class Recovery:
     def __init__(self, server, manager, *, window_seconds: float, memory_events: int,
+                 memory_bytes: int = 16_000_000,
                  namespaces, replica_id: str, restores_room=lambda room: True, clock=time.time):
         self.server = server
         self.manager = manager  # common.broker.QueueManager
@@ -155,7 +156,11 @@ class Recovery:
         self.log_name = recovery_log_name(manager.channel)
         self.sessions_name = f"{manager.channel}.recovery-sessions"
         self.checkpoint_seconds = max(5.0, window_seconds / 2)
-        self.memory: collections.deque[tuple[int, dict]] = collections.deque(maxlen=memory_events)
+        # Recent replayable entries, bounded in count and in bytes (their size as published).
+        self.memory: collections.deque[tuple[int, dict]] = collections.deque()
+        self.memory_sizes: collections.deque[int] = collections.deque()
+        self.memory_bytes = 0
+        self.memory_events_max, self.memory_bytes_max = memory_events, memory_bytes
         self.memory_from = -1  # memory holds every replayable entry after this offset
         self.position = -1  # the last log offset this replica handled (-1: none yet)
         self.sessions_position = -1
@@ -368,7 +373,7 @@ class Recovery:
         for p in packets:
             self.send_eio_packet(eio_sid, p)
 
-    def logged(self, offset: int, message) -> None:
+    def logged(self, offset: int, message, size: int = 0) -> None:
         """One entry of the log, in order: remembered, and sent to this replica's clients."""
         if offset <= self.position:
             return  # already handled (a consumer that resumed)
@@ -380,9 +385,7 @@ class Recovery:
             return
         if not replayable(message):
             return
-        if len(self.memory) == self.memory.maxlen:
-            self.memory_from = self.memory[0][0]
-        self.memory.append((offset, message))
+        self.remember(offset, message, size)
         for client in self.connecting.values():
             client.missed.append((offset, message))
         targets = self.targets(message)
@@ -391,6 +394,17 @@ class Recovery:
             for client in targets:
                 if offset > client.since:
                     self._send(client.eio_sid, packets)
+
+    def remember(self, offset: int, message: dict, size: int) -> None:
+        """Keep the entry in memory, forgetting the oldest beyond the count or the bytes allowed
+        (a recovery that needs them reads them back from the stream)."""
+        self.memory.append((offset, message))
+        self.memory_sizes.append(size)
+        self.memory_bytes += size
+        while len(self.memory) > 1 and (len(self.memory) > self.memory_events_max
+                                        or self.memory_bytes > self.memory_bytes_max):
+            self.memory_from = self.memory.popleft()[0]
+            self.memory_bytes -= self.memory_sizes.popleft()
 
     def targets(self, message: dict) -> list[Client]:
         namespace = message.get("namespace") or "/"
@@ -504,7 +518,7 @@ class Recovery:
                         offset = message.headers.get("x-stream-offset")
                         message.ack()
                         if isinstance(offset, int):
-                            self.logged(offset, self._decode(message))
+                            self.logged(offset, self._decode(message), len(message.body))
                     now = time.monotonic()
                     if now >= next_heartbeat:
                         connection.heartbeat_check()
@@ -569,4 +583,5 @@ class Recovery:
     def status(self) -> dict:
         return {"ready": self.bound and self.position >= 0, "position": self.position,
                 "clients": len(self.clients), "sessions_known": len(self.sessions),
-                "in_memory": len(self.memory)}
+                "in_memory": len(self.memory),
+                "in_memory_bytes": self.memory_bytes}

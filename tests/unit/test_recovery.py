@@ -209,3 +209,22 @@ def test_an_emit_to_a_room_just_before_leaving_it_still_arrives(replica):
     recovery.logged(3, left)
     recovery.logged(4, emit(room="room-a", data={"n": "after"}))
     assert events_to(sent, "e1") == [["my_response", {"n": "closing"}, "2"]]
+
+
+def test_memory_keeps_recent_events_within_a_count_and_a_byte_budget(replica):
+    server, _, _, _ = replica
+    recovery = Recovery(server, server.manager, window_seconds=120, memory_events=5,
+                        memory_bytes=1_000, namespaces=("/",), replica_id="web-2")
+    recovery.logged(10, {"method": "recovery_mark"})
+
+    for offset in range(11, 19):  # 8 small events: the count decides
+        recovery.logged(offset, emit(data="x"), size=50)
+    assert [offset for offset, _ in recovery.memory] == [14, 15, 16, 17, 18]
+    assert recovery.memory_from == 13 and recovery.memory_bytes == 250
+
+    recovery.logged(19, emit(data="big"), size=900)  # the bytes decide
+    assert [offset for offset, _ in recovery.memory] == [17, 18, 19]
+    assert recovery.memory_from == 16 and recovery.memory_bytes == 1_000
+
+    recovery.logged(20, emit(data="huge"), size=5_000)  # one entry is always kept
+    assert [offset for offset, _ in recovery.memory] == [20] and recovery.memory_from == 19
