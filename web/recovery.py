@@ -55,10 +55,30 @@ LOG_SEGMENT_BYTES = 16_000_000
 SESSIONS_MAX_BYTES = 100_000_000
 SESSIONS_SEGMENT_BYTES = 4_000_000
 PREFETCH = 1000
+ACK_EVERY_SECONDS, ACK_EVERY_MESSAGES = 1.0, PREFETCH // 4  # well within the prefetch credit
 READ_BACK_TIMEOUT_SECONDS = 5.0
 
 CONNECTED, GONE, ENDED = "connected", "gone", "ended"
 ROOMS = "recovery_rooms"  # a log entry: a client's rooms from here on
+
+
+class Acks:
+    """Stream deliveries acknowledged a batch at a time (one `multiple` ack per channel): an ack
+    per event was a write(2) per event, about 5 % of a replica's CPU under a steady fan-out."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, object] = {}  # channel id -> its last delivery not acked yet
+        self.count = 0
+
+    def later(self, message) -> None:
+        self.last[id(message.channel)] = message
+        self.count += 1
+
+    def send(self) -> None:
+        for message in self.last.values():
+            message.ack(multiple=True)
+        self.last.clear()
+        self.count = 0
 
 
 class RecoveryUnavailable(Exception):
@@ -502,7 +522,8 @@ class Recovery:
                 self.bound = True
                 log.info("recovery log reader bound to streams %s and %s", self.log_name,
                          self.sessions_name)
-                next_heartbeat = next_checkpoint = 0.0
+                next_heartbeat = next_checkpoint = next_ack = 0.0
+                acks = Acks()
                 while True:
                     try:
                         connection.drain_events(timeout=1)
@@ -511,15 +532,18 @@ class Recovery:
                     while records:
                         message = records.popleft()
                         self.sessions_position = message.headers.get("x-stream-offset", -1)
-                        message.ack()
+                        acks.later(message)
                         self.on_record(self._decode(message))
                     while entries:
                         message = entries.popleft()
                         offset = message.headers.get("x-stream-offset")
-                        message.ack()
+                        acks.later(message)
                         if isinstance(offset, int):
                             self.logged(offset, self._decode(message), len(message.body))
                     now = time.monotonic()
+                    if now >= next_ack or acks.count >= ACK_EVERY_MESSAGES:
+                        acks.send()
+                        next_ack = now + ACK_EVERY_SECONDS
                     if now >= next_heartbeat:
                         connection.heartbeat_check()
                         self.manager.publish_to_queue(self.sessions_name, {
