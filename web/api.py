@@ -213,11 +213,9 @@ def user_connections(user: str):
 #
 # python-socketio's managers can emit to a room and disconnect or move one sid on any replica, but
 # nothing acts on every member of a room across replicas (a user's connections; the admin UI's
-# "disconnect" or "join" for a selection). A replica's listener therefore takes one more kind of
-# `disconnect` message, carrying `CONTROL_KEY` {"action", ...} instead of a sid; every replica, the
-# sender's included unless `host_id` is the sender's, acts on its own connections. The two
-# python-socketio internals this needs are reached through web/upstream.py
-# (`publish_to_replicas`, `take_control_messages`).
+# "disconnect" or "join" for a selection). A replica's listener therefore takes control messages
+# carrying `CONTROL_KEY` {"action", ...} (web/upstream.py's `control_message`); every replica, the
+# sender's included unless `host_id` is the sender's, acts on its own connections.
 
 CONTROL_KEY = "replica_control"
 DISCONNECT_ROOM, ENTER_ROOM, LEAVE_ROOM, ANNOUNCE_SOCKETS = (
@@ -226,8 +224,8 @@ _EVERY_HOST = "every-replica"  # not any replica's host_id: the sender's listene
 
 
 def control_message(action: str, namespace: str, host_id: str = _EVERY_HOST, **details) -> dict:
-    return {"method": "disconnect", "sid": None, "namespace": namespace,
-            CONTROL_KEY: {"action": action, **details}, "host_id": host_id}
+    return upstream.control_message(CONTROL_KEY, {"action": action, **details}, host_id,
+                                    namespace)
 
 
 def control_every_replica(server, action: str, namespace: str, **details) -> None:
@@ -279,10 +277,8 @@ def _act(server, message: dict) -> None:
 @blueprint.record_once
 def _install_control_messages(state) -> None:
     if socketio.server is not None:
-        upstream.take_control_messages(
-            socketio.server.manager,
-            lambda message: isinstance(message.get(CONTROL_KEY), dict),
-            lambda message: _act(socketio.server, message))
+        upstream.take_control_messages(socketio.server.manager, CONTROL_KEY,
+                                       lambda message: _act(socketio.server, message))
 
 
 # -- the Socket.IO Admin UI across replicas --------------------------------------------------------

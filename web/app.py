@@ -22,7 +22,7 @@ from web import upstream
 from web.drain import Drain
 from web.extensions import socketio
 from web.limits import ClientLimits, OriginCheck
-from web.presence import Presence, is_presence_message
+from web.presence import PRESENCE_KEY, Presence
 from web.recovery import Recovery
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def add_presence(app: Flask, settings: Settings, queue_manager: QueueManager | N
     upstream.watch_rooms(server, presence.room_changed)
     app.extensions["presence"] = presence
     if queue_manager is not None:  # one process without it: the view is brought up to date
-        upstream.take_control_messages(queue_manager, is_presence_message, presence.receive)
+        upstream.take_control_messages(queue_manager, PRESENCE_KEY, presence.receive)
         server.start_background_task(presence.run)  # when read (`Presence.current_view`)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from flask_socketio import SocketIO
 
-from web.limits import opens_session
+from web.limits import opens_session, refuse_new_session
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,7 @@ class Drain:
 
     @staticmethod
     def refuse(start_response) -> list[bytes]:
-        start_response("503 Service Unavailable", [
-            ("Content-Type", "application/json"), ("Content-Length", str(len(REFUSAL))),
-            ("Retry-After", "1")])
-        return [REFUSAL]
+        return refuse_new_session(start_response, REFUSAL)
 
     def refuse_new_sessions_while_draining(self, wsgi_app):
         """Polling handshakes; WebSocket ones are refused before their upgrade (web/upstream.py's

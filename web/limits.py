@@ -168,6 +168,15 @@ def opens_session(environ: dict) -> bool:
         and "sid=" not in environ.get("QUERY_STRING", "")
 
 
+def refuse_new_session(start_response, body: bytes) -> list[bytes]:
+    """A new session refused with a 503, a JSON reason and Retry-After: nginx takes it as the cue
+    to try the next replica (for new sessions only; nginx/socketio.conf.template)."""
+    start_response("503 Service Unavailable", [
+        ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+        ("Retry-After", "1")])
+    return [body]
+
+
 class HalfOpenSessions:
     """Engine.IO sessions that have connected no Socket.IO namespace yet, each with the time it
     must have done so by. Every session gets the same timeout, so the oldest is always due first.

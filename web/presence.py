@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.5
 HEARTBEAT_SECONDS = 2.0
 EXPIRY_SECONDS = 3 * HEARTBEAT_SECONDS + 1
-PRESENCE_KEY = "presence"  # the control message's body (see `control_message`)
+PRESENCE_KEY = "presence"  # the key of its messages between replicas (upstream.control_message)
 # What one message may carry, about: a full list of 10,000 connections in 50 long rooms each is
 # far beyond a broker's message size limit (16 MiB on RabbitMQ 4), so lists go in parts.
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -267,12 +267,9 @@ class Presence:
         else:
             self.users[eio_sid] = user
         for namespace in self.namespaces:
-            sid = self.manager_sid(eio_sid, namespace)
+            sid = self.server.manager.sid_from_eio_sid(eio_sid, namespace)
             if sid is not None and (namespace, sid) in self.local:
                 self.dirty.add((namespace, sid))
-
-    def manager_sid(self, eio_sid: str, namespace: str) -> str | None:
-        return self.server.manager.sid_from_eio_sid(eio_sid, namespace)
 
     def _record(self, key: tuple[str, str]) -> list:
         connection = self.local.get(key)
@@ -313,7 +310,8 @@ class Presence:
                            "sync": self.ask_for_full and index == 0, "records": records}
                 self.view.apply(self.me, message, now, changes)
                 if self.manager is not None:
-                    upstream.publish_to_replicas(self.manager, control_message(self.me, message))
+                    upstream.publish_to_replicas(self.manager, upstream.control_message(
+                        PRESENCE_KEY, message, self.me))
             self.send_full = self.ask_for_full = False
             self.last_sent = now
         # A replica that was itself stalled (CPU, a pause) has not read what the others sent
@@ -327,11 +325,10 @@ class Presence:
         self.deliver(changes)
 
     def receive(self, message: dict) -> None:
-        """Another replica's message (this replica's own are applied when sent)."""
+        """Another replica's message (this replica's own are applied when sent, and its listener
+        skips them: same host_id)."""
         body = message[PRESENCE_KEY]
         replica = message.get("host_id")
-        if replica == self.me:
-            return
         try:
             changes = Changes()
             if self.view.apply(replica, body, self.clock(), changes):
@@ -361,15 +358,3 @@ def in_parts(records: list[list]) -> list[list[list]]:
         parts[-1].append(record)
         size += record_size
     return parts
-
-
-def control_message(host_id: str, body: dict) -> dict:
-    """A presence message on the fan-out exchange: a `disconnect` message carrying PRESENCE_KEY
-    instead of a sid, like web/api.py's replica control messages; the sender's own listener
-    skips it (its host_id)."""
-    return {"method": "disconnect", "sid": None, "namespace": "/", PRESENCE_KEY: body,
-            "host_id": host_id}
-
-
-def is_presence_message(message: dict) -> bool:
-    return isinstance(message.get(PRESENCE_KEY), dict)

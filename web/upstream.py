@@ -29,7 +29,8 @@ in seconds, naming this module to re-read:
                                          Engine.IO connect handler (the environ kept, trimmed)
     socketio.Server._send_packet(eio_sid, pkt)  to answer a refused event's ack
     socketio.pubsub_manager.PubSubManager._publish(data)  (publish_to_replicas) and
-      _handle_disconnect(message)  wrapped per instance (take_control_messages)
+      _handle_disconnect(message)  wrapped per instance (take_control_messages: our messages
+      between replicas travel as `disconnect` messages, see control_message)
     socketio.base_manager.BaseManager._generate_ack_id(sid, callback)  wrapped per instance;
       attribute callbacks ({sid: {0: counter, id: callback}})
     connection state recovery (web/recovery.py), wrapped per instance by install_recovery:
@@ -41,7 +42,8 @@ in seconds, naming this module to re-read:
       engineio.server.Server.generate_id  (BaseManager.pre_connect(eio_sid, namespace) takes the
                                          sid from it: a recovered client's comes back)
       socketio.base_manager.BaseManager.basic_enter_room(sid, namespace, room, eio_sid=None)
-      basic_leave_room(sid, namespace, room) basic_disconnect(sid, namespace, **kwargs)
+      basic_leave_room(sid, namespace, room) (both through watch_rooms)
+      basic_disconnect(sid, namespace, **kwargs)
       get_rooms(sid, namespace); attribute rooms ({namespace: {room: bidict(sid: eio_sid)}})
       socketio.packet.Packet.reconstruct_binary(data, attachments)
     presence (web/presence.py): basic_enter_room and basic_leave_room wrapped per instance
@@ -105,6 +107,7 @@ from web.limits import (
     engineio_frame_error,
     event_name_problem,
     packet_size,
+    refuse_new_session,
 )
 
 log = logging.getLogger(__name__)
@@ -269,15 +272,25 @@ def publish_to_replicas(manager, message: dict) -> bool:
     return True
 
 
-def take_control_messages(manager, is_control, act) -> None:
-    """Let `act` take the `disconnect` messages of the fan-out exchange that `is_control`
-    recognizes (web/api.py's replica control); every other one goes to python-socketio."""
+# Messages between replicas of our own (web/api.py's replica control, web/presence.py's records)
+# ride the fan-out exchange as python-socketio `disconnect` messages that carry their body under
+# a key of their own instead of a sid: its listener hands every `disconnect` message (except the
+# sender's own, by host_id) to `_handle_disconnect`, where `take_control_messages` takes them.
+
+def control_message(key: str, body: dict, host_id: str, namespace: str = "/") -> dict:
+    return {"method": "disconnect", "sid": None, "namespace": namespace, key: body,
+            "host_id": host_id}
+
+
+def take_control_messages(manager, key: str, act) -> None:
+    """Let `act` take the control messages carrying `key`; every other one goes on to
+    python-socketio (or to the taker installed before)."""
     handle = getattr(manager, "_handle_disconnect", None)
     if handle is None:
         return  # no message queue: control is carried out locally
 
     def handle_disconnect(message: dict) -> None:
-        if is_control(message):
+        if isinstance(message.get(key), dict):
             act(message)
         else:
             handle(message)
@@ -301,8 +314,6 @@ def install_recovery(sio_server, recovery) -> None:
     handle_disconnect = sio_server._handle_disconnect
     generate_id = sio_server.eio.generate_id
     manager = sio_server.manager
-    basic_enter_room = manager.basic_enter_room
-    basic_leave_room = manager.basic_leave_room
     basic_disconnect = manager.basic_disconnect
     recovery.send_eio_packet = send_eio_packet
     sio_server.send_outside_recovery_log = send_eio_packet  # emit_here's writer
@@ -343,13 +354,7 @@ def install_recovery(sio_server, recovery) -> None:
             recovery.disconnecting(sid, ns, reason)
         return handle_disconnect(eio_sid, namespace, reason)
 
-    def enter_room(sid, namespace, room, eio_sid=None):
-        basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if recovery.is_tracked(sid, namespace):
-            recovery.rooms_changed(sid, namespace)
-
-    def leave_room(sid, namespace, room):
-        basic_leave_room(sid, namespace, room)
+    def room_changed(sid, namespace, room, eio_sid, entered):
         if recovery.is_tracked(sid, namespace):
             recovery.rooms_changed(sid, namespace)
 
@@ -363,15 +368,15 @@ def install_recovery(sio_server, recovery) -> None:
     sio_server._send_eio_packet = send_eio
     sio_server._handle_disconnect = disconnect
     sio_server.eio.generate_id = lambda: recovery.forced_sid() or generate_id()
-    manager.basic_enter_room = enter_room
-    manager.basic_leave_room = leave_room
+    watch_rooms(sio_server, room_changed)
     manager.basic_disconnect = disconnect_sid
 
 
 def watch_rooms(sio_server, on_change) -> None:
     """Call `on_change(sid, namespace, room, eio_sid, entered)` after every room enter and leave
-    of this replica's manager (web/presence.py). A connection enters its namespace's room None on
-    connect and leaves every room on disconnect, so this sees connections come and go too."""
+    of this replica's manager (recovery's room views, web/presence.py). A connection enters its
+    namespace's room None on connect and leaves every room on disconnect, so this sees
+    connections come and go too; a leave of a room the sid was not in is no change."""
     manager = sio_server.manager
     basic_enter_room = manager.basic_enter_room
     basic_leave_room = manager.basic_leave_room
@@ -1175,11 +1180,7 @@ class ReplicaWebSocketHandler(gws_handler.WebSocketHandler):
         # Every request passes here first, polling or not: a new session refused here (the
         # half-open cap) is answered before gevent-websocket's 101, so the client gets the 503.
         if limits is not None and limits.handshake_refused(self.environ):
-            body = HALF_OPEN_REFUSAL
-            self.start_response("503 Service Unavailable", [
-                ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                ("Retry-After", "1")])
-            return [body]
+            return refuse_new_session(self.start_response, HALF_OPEN_REFUSAL)
         drain = getattr(self.application, "extensions", {}).get("drain")
         if drain is not None and drain.refuses(self.environ):  # nginx tries the next replica
             return drain.refuse(self.start_response)
