@@ -17,6 +17,7 @@ import requests
 
 from common.contract import Event
 from tests.support.clients import RecordingClient, connect_many
+from tests.support.compose import notify_everyone
 from tests.support.waiting import wait_until
 
 # The first test also builds the images and starts the stack.
@@ -135,13 +136,8 @@ def test_notification_from_the_api_reaches_every_replica_through_the_worker(comp
         raise AssertionError(f"the worker is not healthy: {exc}") from None
     receivers = open_clients(compose_stack, clients)
     assert len(set(replicas_of(receivers).values())) == len(compose_stack.web_replicas())
-    data = {"text": f"notification-{uuid.uuid4().hex}"}
-    response = requests.post(f"{compose_stack.url}/api/notifications",
-                             json={"to": "all", "data": data},
-                             headers={"Authorization": f"Bearer {compose_stack.api_key}"},
-                             timeout=10)
-    assert response.status_code == 202, response.text
-    notification_id = response.json()["id"]
+    data, answer = notify_everyone(compose_stack.url, compose_stack.api_key)
+    notification_id = answer["id"]
     for client in receivers:
         notification = client.wait_for(
             Event.NOTIFICATION, lambda payload: payload.get("id") == notification_id, timeout=20)

@@ -12,9 +12,11 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
 from scripts.stack import free_port
 from tests.support.waiting import wait_until
@@ -178,3 +180,13 @@ def keep_logs(config: pytest.Config, stack: ComposeStack) -> str:
     config.stash[LOGS] = (f"(the last {LOG_LINES_SHOWN} lines of each service; all of it in "
                           f"{path.relative_to(ROOT)})\n{tails}")
     return tails
+
+
+def notify_everyone(url: str, api_key: str) -> tuple[dict, dict]:
+    """POST /api/notifications to everyone, with a text no other test sends; the data sent and
+    the 202's body (its `id`)."""
+    data = {"text": f"notification-{uuid.uuid4().hex}"}
+    response = requests.post(f"{url}/api/notifications", json={"to": "all", "data": data},
+                             headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+    assert response.status_code == 202, response.text
+    return data, response.json()

@@ -9,10 +9,10 @@ import time
 import uuid
 
 import pytest
-import requests
 
 from common.contract import Event
 from tests.support.clients import connect_many
+from tests.support.compose import notify_everyone
 from tests.support.rolling import NotificationStream, RollingClient, report
 from tests.support.waiting import wait_until
 from tests.swarm.conftest import docker
@@ -56,12 +56,7 @@ def test_broadcast_reaches_clients_on_every_replica(swarm_stack, clients):
 def test_notification_from_the_api_reaches_every_replica_through_the_worker(swarm_stack, clients):
     receivers = connect_many(swarm_stack.url, CLIENTS)
     clients.extend(receivers)
-    data = {"text": f"notification-{uuid.uuid4().hex}"}
-    response = requests.post(f"{swarm_stack.url}/api/notifications",
-                             json={"to": "all", "data": data},
-                             headers={"Authorization": f"Bearer {swarm_stack.api_key}"},
-                             timeout=10)
-    assert response.status_code == 202, response.text
+    data, _ = notify_everyone(swarm_stack.url, swarm_stack.api_key)
     for client in receivers:
         client.wait_for(Event.NOTIFICATION, lambda p: p.get("data") == data, timeout=20)
 
