@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import string
@@ -33,10 +34,38 @@ class StartupFailed(RuntimeError):
     pass
 
 
+def ephemeral_ports() -> range:
+    """The range the kernel picks outgoing connections' local ports from."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now, for a service about to listen on it. It is chosen below the
+    ephemeral range: a port the kernel handed out (bind to port 0) can be taken again, between
+    here and the service's own bind, as the local port of any outgoing connection (a replica's
+    broker connection, a test's client), and the service then fails to start."""
+    ephemeral = ephemeral_ports()
+    candidates = range(10_000, ephemeral.start) if ephemeral.start > 11_000 else range(0)
+    for _ in range(200):
+        port = random.choice(candidates) if candidates else 0
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def render(template: Path, destination: Path, values: dict[str, str]) -> None:

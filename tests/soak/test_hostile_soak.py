@@ -49,7 +49,7 @@ import socketio
 from common.contract import Event
 from loadtest.procstats import TICKS, descendants, machine_counters, read_all
 from scripts.stack import ROOT, Stack
-from tests.support.clients import ACCESS_LOG_LINE
+from tests.support.clients import ACCESS_LOG_LINE, on_events_in_arrival_order
 from tests.support.hostile import RawSession, Tally
 from tests.support.memory import memory_mb, replica_pid
 from tests.support.metrics import sample
@@ -116,27 +116,16 @@ class HealthyClient:
         self.closing = False
         self.sio.on(Event.MY_RESPONSE, self.on_response)
         self.sio.on("disconnect", self.on_disconnect)
-        # python-engineio's client runs the handler of each message in a new thread, so the
-        # handlers see messages in whatever order those threads get the GIL. Order and arrival
-        # time are read where packets come off the connection, one after the other, instead.
-        receive = self.sio.eio._receive_packet
-
-        def receive_in_order(pkt):
-            if isinstance(pkt.data, str) and self.marker in pkt.data:
-                self.on_broadcast(pkt.data)
-            return receive(pkt)
-
-        self.sio.eio._receive_packet = receive_in_order
+        on_events_in_arrival_order(self.sio, self.on_broadcast, containing=marker)
 
     def connect(self) -> HealthyClient:
         self.sio.connect(self.url, transports=[self.transport], auth=self.auth, wait_timeout=15)
         return self
 
-    def on_broadcast(self, socketio_packet: str) -> None:
+    def on_broadcast(self, namespace: str, event: str, args: list) -> None:
         """A healthy broadcast (`2["my_response",{"data":{...}}]`) as it came off the wire."""
         arrived = time.monotonic()
-        event, payload = json.loads(socketio_packet[socketio_packet.index("["):])[:2]
-        data = payload["data"]
+        data = args[0]["data"]
         if event == Event.MY_RESPONSE and data.get("soak") == self.marker:
             with self.lock:
                 self.broadcasts.append((data["seq"], data["phase"], arrived - data["t"]))

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import socketio
+from engineio import packet as eio_packet
+from socketio import packet as socketio_packet
 
 from common.contract import CHAT_NAMESPACE, MAIN_NAMESPACE, Event
 
@@ -24,8 +26,34 @@ RECORDED_EVENTS = (
 )
 
 
+def on_events_in_arrival_order(sio: socketio.Client, on_event: Callable[[str, str, list], None],
+                               containing: str = "") -> None:
+    """Call `on_event(namespace, event, args)` for each text event packet (only those
+    `containing` a text, which spares decoding the others twice) as it comes off the connection,
+    before its handler runs.
+
+    python-engineio's client runs the handler of each message in a new thread, so two handlers
+    can run in either order (python-socketio issue #382): a test that records from handlers can
+    see the server's order swapped. Packets come off the connection one after the other, in the
+    client's read loop (engineio.Client._receive_packet, python-engineio 4.x)."""
+    receive = sio.eio._receive_packet
+
+    def receive_in_order(pkt):
+        if pkt.packet_type == eio_packet.MESSAGE and isinstance(pkt.data, str) \
+                and pkt.data[:1] == str(socketio_packet.EVENT) and containing in pkt.data:
+            event = socketio_packet.Packet(encoded_packet=pkt.data)
+            on_event(event.namespace or MAIN_NAMESPACE, event.data[0], event.data[1:])
+        return receive(pkt)
+
+    sio.eio._receive_packet = receive_in_order
+
+
 class RecordingClient:
-    """A python-socketio client that records every event it receives, per event name."""
+    """A python-socketio client that records every event it receives, per event name, in the
+    order they arrived."""
+
+    RECORDED = {(MAIN_NAMESPACE, name) for name in RECORDED_EVENTS} | {
+        (CHAT_NAMESPACE, Event.CHAT_MESSAGE), (CHAT_NAMESPACE, Event.PRESENCE)}
 
     def __init__(self, url: str, transports: list[str] | None = None, auth: Any = None,
                  namespaces: list[str] | None = None, answer: Callable | None = None):
@@ -38,20 +66,17 @@ class RecordingClient:
         self.auth = auth
         self.namespaces = namespaces or [MAIN_NAMESPACE]
         self.replica: str | None = None  # set by the helpers below that ask `server_info`
-        for name in RECORDED_EVENTS:
-            self.sio.on(name, self._recorder(name), namespace=MAIN_NAMESPACE)
-        for name in (Event.CHAT_MESSAGE, Event.PRESENCE):
-            self.sio.on(name, self._recorder(name), namespace=CHAT_NAMESPACE)
+        on_events_in_arrival_order(self.sio, self._record)
         if answer is not None:  # answers the server's `client_question` through the ack
             self.sio.on(Event.CLIENT_QUESTION, answer, namespace=MAIN_NAMESPACE)
 
-    def _recorder(self, name: str):
-        def record(*args):
-            payload = args[0] if len(args) == 1 else list(args)
-            with self._lock:
-                self.received[name].append(payload)
-            self._arrivals.put(name)
-        return record
+    def _record(self, namespace: str, name: str, args: list) -> None:
+        if (namespace, name) not in self.RECORDED:
+            return
+        payload = args[0] if len(args) == 1 else list(args)
+        with self._lock:
+            self.received[name].append(payload)
+        self._arrivals.put(name)
 
     def connect(self) -> RecordingClient:
         self.sio.connect(self.url, transports=self.transports, auth=self.auth,

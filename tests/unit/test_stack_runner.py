@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import pytest
 
 from scripts import stack
-from scripts.supervisor import Supervisor
+from scripts.supervisor import Supervisor, ephemeral_ports, free_port
 
 
 @pytest.fixture
@@ -78,3 +79,12 @@ def test_the_baseline_is_another_list_of_services_for_the_same_stack():
     finally:
         ours.stop()
         baseline.stop()
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_never_handed_out_twice():
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == len(ports)
+    assert all(port < ephemeral_ports().start for port in ports)
+    for port in ports[:5]:  # free indeed: a service can listen on it
+        with socket.create_server(("127.0.0.1", port)):
+            pass
