@@ -23,6 +23,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import kombu
@@ -136,6 +137,7 @@ class QueueManager(socketio.KombuManager):
         connection = producer = None
         retry_delay = 0.1
         message = None
+        next_keep_alive = 0.0
         while True:
             try:
                 if producer is None:
@@ -148,11 +150,15 @@ class QueueManager(socketio.KombuManager):
                     self._set_publisher_connected(True)
                     retry_delay = 0.1
                 if message is None:
-                    try:
+                    with contextlib.suppress(queue.Empty):
                         message = self._outbox.get(timeout=1)
-                    except queue.Empty:
-                        self._keep_alive(connection)
-                        continue
+                # Every second, busy or idle: a publisher that never paused never read the
+                # broker's heartbeats, so a frozen broker went unnoticed while it kept publishing.
+                if time.monotonic() >= next_keep_alive:
+                    self._keep_alive(connection)
+                    next_keep_alive = time.monotonic() + 1
+                if message is None:
+                    continue
                 queued_at, data, queue_name = message
                 if queue_name is None:
                     producer.publish(self.json.dumps(data))
@@ -174,7 +180,7 @@ class QueueManager(socketio.KombuManager):
                 self._on_publisher_unblocked()  # a new connection is blocked only once it publishes
                 producer = None
                 if connection is not None:
-                    connection.release()
+                    drop_connection(connection)
                     connection = None
                 time.sleep(retry_delay)
                 retry_delay = min(retry_delay * 2, self.limits.retry_max_seconds)
@@ -262,6 +268,18 @@ class QueueManager(socketio.KombuManager):
         return kombu.Connection(self.url, **{**options, "transport_options": {
             **options["transport_options"], **transport_options}})
 
+    @contextlib.contextmanager
+    def broker_connection(self) -> Iterator[kombu.Connection]:
+        """A new connection for a `with` block: closed when the block ends, dropped when it
+        raised (see `drop_connection`)."""
+        connection = self.connect_to_broker()
+        try:
+            yield connection
+        except BaseException:
+            drop_connection(connection)
+            raise
+        connection.release()
+
     def fanout_exchange(self) -> kombu.Exchange:
         """The exchange of the channel, declared exactly as python-socketio's KombuManager does
         (a non-durable fanout named after the channel), so stock emitters stay compatible."""
@@ -275,7 +293,7 @@ class QueueManager(socketio.KombuManager):
         ever_bound = False
         while True:
             try:
-                with self.connect_to_broker() as connection:
+                with self.broker_connection() as connection:
                     if ever_bound:
                         self._check_queue_survived(connection)
                     received: collections.deque[kombu.Message] = collections.deque()
@@ -371,6 +389,15 @@ class QueueManager(socketio.KombuManager):
             "listener_queue": self.listener_queue_name,
             "outbox": self._outbox.qsize(),
         }
+
+
+def drop_connection(connection: kombu.Connection) -> None:
+    """Let go of a connection that failed, without AMQP's goodbye: closing a connection sends
+    connection.close and waits for close-ok, and a frozen broker never answers, so that wait
+    took a read timeout (10 s), on top of the heartbeat check's 10 s to notice the freeze,
+    before the failure was reported and a new connection tried."""
+    with contextlib.suppress(Exception):
+        connection.collect()
 
 
 def create_queue_manager(settings: Settings, *, write_only: bool) -> QueueManager:

@@ -501,7 +501,7 @@ class Recovery:
     def _consume(self) -> None:
         entries: collections.deque = collections.deque()
         records: collections.deque = collections.deque()
-        with self.manager.connect_to_broker() as connection:
+        with self.manager.broker_connection() as connection:
             log_start = self.position + 1 if self.position >= 0 else "next"
             sessions_start = self.sessions_position + 1 if self.sessions_position >= 0 else "first"
             log_queue, sessions_queue = self.log_queue(log_start), self.sessions_queue(
@@ -587,7 +587,7 @@ class Recovery:
                 entries.append((offset, data))
 
         try:
-            with self.manager.connect_to_broker() as connection:
+            with self.manager.broker_connection() as connection:
                 consumer = kombu.Consumer(connection.channel(), [self.log_queue(first)],
                                           accept=["text/plain", "application/json"],
                                           prefetch_count=PREFETCH, callbacks=[take])

@@ -6,8 +6,10 @@ between replica web-1 and RabbitMQ so its broker connections can be cut or froze
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 import time
 import urllib.parse
 
@@ -258,15 +260,39 @@ def test_listener_reconnect_loses_nothing_published_meanwhile(faulty, clients, u
     assert replica_metric(faulty, "broker_reconnects_total", LISTENER) > reconnects_before
 
 
-def test_frozen_broker_connection_is_detected_and_shown_in_readiness(faulty):
-    faulty.proxy.freeze()
+def test_frozen_broker_is_noticed_by_each_connection_even_a_busy_publisher(faulty, unique):
+    """Each connection reads the broker's heartbeats, the publisher also while it has something
+    to publish every few hundred milliseconds, and lets go of the frozen connection at once:
+    AMQP's goodbye (connection.close, then waiting for close-ok) to a frozen broker never
+    ends."""
+    stop = threading.Event()
+
+    def keep_web1_publishing() -> None:
+        for i in range(200):  # bounded: 200 x 0.2 s
+            if stop.wait(0.2):
+                return
+            with contextlib.suppress(requests.RequestException):  # 503 once it noticed
+                requests.post(f"{faulty.web[0].url}/api/emit", headers=api_headers(), timeout=2,
+                              json={"event": Event.MY_RESPONSE, "data": {"data": f"{unique} {i}"},
+                                    "to": "all"})
+
+    publishing = threading.Thread(target=keep_web1_publishing)
+    publishing.start()
     try:
-        detected = wait_until(lambda: not broker_connected(faulty, 1), timeout=30,
-                              interval=0.5)
+        time.sleep(1)
+        frozen_at = time.monotonic()
+        faulty.proxy.freeze()
+        noticed = {}
+        for connection in ("broker_listener", "broker_publisher"):
+            wait_until(lambda c=connection: c in degraded(faulty, 1), timeout=30, interval=0.5,
+                       what=f"web-1's readiness to name {connection}")
+            noticed[connection] = round(time.monotonic() - frozen_at, 1)
     finally:
+        stop.set()
+        publishing.join()
         faulty.proxy.cut()
         faulty.proxy.restore()
-    print(f"\nfrozen connection detected after {detected:.1f}s")
+    print(f"\nfrozen broker noticed after (s): {noticed}")
     wait_until(lambda: broker_connected(faulty, 1), timeout=15)
 
 

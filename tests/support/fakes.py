@@ -123,7 +123,8 @@ class FakeConnection:
     def __init__(self, broker: FakeBroker, transport_options: dict | None = None):
         self.broker = broker
         self.transport_options = transport_options or {}
-        self.released = False
+        self.released = False  # closed with AMQP's goodbye
+        self.dropped = False  # let go of without it, as a failed one is
 
     def ensure_connection(self, max_retries: int | None = None) -> FakeConnection:
         self.broker.check()
@@ -144,6 +145,9 @@ class FakeConnection:
 
     def release(self) -> None:
         self.released = True
+
+    def collect(self) -> None:
+        self.dropped = True
 
 
 class FakeChannel:
