@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from scripts.stack import free_port
-from tests.support.compose import HOW_TO_GET_AN_ENGINE, ROOT, compose_command
+from tests.support.compose import ARTIFACTS, HOW_TO_GET_AN_ENGINE, ROOT, compose_command
 from tests.support.engine_tiers import only_when_named
 from tests.support.waiting import wait_until
 
@@ -31,6 +31,7 @@ pytest_ignore_collect = only_when_named(Path(__file__).parent)
 STACK_FILE = "deploy/swarm/stack.yml"
 IMAGE = "flask-realtime-stack:swarm-test"
 BROKER_LABELS = ("rabbitmq-1", "rabbitmq-2", "rabbitmq-3")
+SERVICES = (*BROKER_LABELS, "web", "worker", "nginx")
 HOW_TO_GET_SWARM = (
     "On a machine using ../shared/tools/container-engine: stop the engine it started "
     "(../shared/tools/container-engine down, or down --force if you did not start it and nobody "
@@ -129,9 +130,19 @@ class SwarmStack:
                                 timeout=300)
         assert deploy.returncode == 0, deploy.stderr[-3000:]
 
-    def logs(self, service: str) -> str:
-        return docker("service", "logs", "--no-trunc", "--tail", "80", self.service(service),
+    def logs(self, service: str, tail: str = "80") -> str:
+        return docker("service", "logs", "--no-trunc", "--tail", tail, self.service(service),
                       check=False, timeout=60).stdout
+
+    def keep_logs(self) -> Path:
+        """Every task's whole log and every service's task history, in test-artifacts/."""
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"swarm-{self.name}.log"
+        path.write_text("\n".join(
+            f"--- {service}\n" + docker("service", "ps", "--no-trunc", self.service(service),
+                                         check=False).stdout + self.logs(service, tail="all")
+            for service in SERVICES))
+        return path
 
     def down(self) -> None:
         if self.removed:
@@ -175,9 +186,10 @@ def swarm_stack():
     except AssertionError as exc:
         logs = "\n".join(f"--- {s}\n{stack.logs(s)[-3000:]}" for s in ("web", "nginx",
                                                                           "rabbitmq-2"))
+        kept = stack.keep_logs()
         stack.down()
-        pytest.fail(f"the swarm stack did not start: {exc}\n{logs}\n{HOW_TO_GET_AN_ENGINE}",
-                    pytrace=False)
+        pytest.fail(f"the swarm stack did not start: {exc}\n{logs}\n(all of every service's log "
+                    f"in {kept.relative_to(ROOT)})\n{HOW_TO_GET_AN_ENGINE}", pytrace=False)
     print(f"\nswarm stack up in {time.monotonic() - started:.0f}s")
     try:
         yield stack
