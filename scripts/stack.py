@@ -39,6 +39,7 @@ from scripts.supervisor import (
     render,
     wait_for_http,
     wait_for_port,
+    wait_ready,
 )
 
 __all__ = [  # what the tests, the load test and bench import from here
@@ -77,19 +78,12 @@ def check_installed(need_rabbitmq: bool) -> None:
 def wait_for_broker(url: str, timeout: float, process: Process | None = None) -> None:
     import kombu  # only the broker check needs it; keeps `--help` instant
 
-    deadline = time.monotonic() + timeout
-    while True:
-        if process is not None:
-            process.check_alive()
-        try:
-            with kombu.Connection(url, connect_timeout=1) as connection:
-                connection.ensure_connection(max_retries=1)
-                return
-        except Exception as exc:
-            if time.monotonic() > deadline:
-                raise StartupFailed(
-                    f"RabbitMQ at {url} not reachable after {timeout:.0f}s: {exc}") from exc
-            time.sleep(0.3)
+    def probe() -> None:
+        with kombu.Connection(url, connect_timeout=1) as connection:
+            connection.ensure_connection(max_retries=1)
+
+    wait_ready(probe, timeout, process, what=f"RabbitMQ at {url} not reachable",
+               errors=(Exception,), interval=0.3)
 
 
 @dataclass

@@ -111,44 +111,51 @@ class Process:
             pass
 
 
-def wait_for_port(port: int, timeout: float, process: Process | None = None) -> None:
-    """Wait until something accepts connections on 127.0.0.1:`port`."""
+def wait_ready(probe: Callable[[], object], timeout: float, process: Process | None, *,
+               what: str, errors: tuple[type[BaseException], ...], interval: float) -> None:
+    """Call `probe` until it returns None (ready) or `timeout` has passed; it returns, or raises
+    one of `errors`, why not yet. Fails at once if `process`, the one being waited for, exits."""
     deadline = time.monotonic() + timeout
     while True:
         if process is not None:
             process.check_alive()
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                raise StartupFailed(f"nothing listens on port {port} after {timeout:.0f}s: "
-                                    f"{exc}") from exc
-            time.sleep(0.05)
+            problem = probe()
+        except errors as exc:
+            problem = exc
+        if problem is None:
+            return
+        if time.monotonic() > deadline:
+            raise StartupFailed(f"{what} after {timeout:.0f}s: {problem}") from (
+                problem if isinstance(problem, BaseException) else None)
+        time.sleep(interval)
+
+
+def wait_for_port(port: int, timeout: float, process: Process | None = None) -> None:
+    """Wait until something accepts connections on 127.0.0.1:`port`."""
+    def probe() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return None
+
+    wait_ready(probe, timeout, process, what=f"nothing listens on port {port}",
+               errors=(OSError,), interval=0.05)
 
 
 def wait_for_http(url: str, timeout: float, process: Process | None = None,
                   accept: Callable[[object], bool] | None = None) -> None:
     """Wait until `url` answers 200 (and, with `accept`, a JSON body it accepts), or fail early if
     the process serving it exits."""
-    deadline = time.monotonic() + timeout
-    last_error: object = None
-    while time.monotonic() < deadline:
-        if process is not None:
-            process.check_alive()
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    if accept is None:
-                        return
-                    body = json.loads(response.read())
-                    if accept(body):
-                        return
-                    last_error = f"answered {body}"
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            last_error = exc
-        time.sleep(0.1)
-    raise StartupFailed(f"{url} not ready after {timeout:.0f}s: {last_error}")
+    def probe() -> object:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            if response.status != 200:
+                return f"answered {response.status}"
+            if accept is None:
+                return None
+            body = json.loads(response.read())
+            return None if accept(body) else f"answered {body}"
+
+    wait_ready(probe, timeout, process, what=f"{url} not ready",
+               errors=(urllib.error.URLError, OSError, ValueError), interval=0.1)
 
 
 @dataclass

@@ -195,17 +195,34 @@ def rounds_on_a_session(base: str, tally: Tally, deadline: float,
             session.close()
 
 
+def polling_session(base: str) -> str:
+    """A long-polling session connected to the main namespace; the URL its requests go to."""
+    sid = json.loads(requests.get(base + OPEN, timeout=10).text[1:])["sid"]
+    url = f"{base}{OPEN}&sid={sid}"
+    requests.post(url, data="40", timeout=10)
+    return url
+
+
+def fresh_sessions(base: str, tally: Tally, deadline: float, attack: str) -> Iterator[RawSession]:
+    """A new session for each round until `deadline` (at most 10,000 rounds), closed after it."""
+    for _ in range(10_000):
+        if time.monotonic() > deadline:
+            return
+        session = connect_or_count(base, tally, attack)
+        if session is None:
+            continue
+        try:
+            yield session
+        finally:
+            session.close()
+
+
 # -- the attacks: each loops until `deadline`, a bounded number of times ---------------------------
 
 def flood(base: str, tally: Tally, deadline: float, marker: str) -> None:
     """Events far beyond EVENT_BURST as fast as possible: cut off, reconnect a second later."""
     message = "42" + json.dumps([Event.MY_PING, {"flood": "f" * 100}])
-    for _ in range(10_000):
-        if time.monotonic() > deadline:
-            return
-        session = connect_or_count(base, tally, "flood")
-        if session is None:
-            continue
+    for session in fresh_sessions(base, tally, deadline, "flood"):
         for _ in range(400):
             session.send(message)
             if not session.alive:
@@ -244,12 +261,7 @@ def rooms_and_acks(base: str, tally: Tally, deadline: float, marker: str, user: 
     """Room joins beyond the cap, reserved rooms on / and /chat, sends to a user's room, anonymous
     start_job, and server-to-client calls never answered; about 20 messages a second."""
     forged_sid_room = "127.0.0.1.5001.someone-else"
-    for _ in range(10_000):
-        if time.monotonic() > deadline:
-            return
-        session = connect_or_count(base, tally, "rooms")
-        if session is None:
-            continue
+    for session in fresh_sessions(base, tally, deadline, "rooms"):
         steps = [
             *((Event.JOIN, {"room": f"{marker}-room-{i}"}) for i in range(60)),
             (Event.JOIN, {"room": user_room(user)}),
@@ -268,7 +280,6 @@ def rooms_and_acks(base: str, tally: Tally, deadline: float, marker: str, user: 
         if session.alive:
             chat_reserved_rooms(session, tally, user)
         session.pump(1)
-        session.close()
 
 
 def chat_reserved_rooms(session: RawSession, tally: Tally, user: str) -> None:
@@ -311,9 +322,7 @@ def oversize(base: str, tally: Tally, deadline: float, marker: str) -> None:
                 session.close()
         else:
             try:
-                sid = json.loads(requests.get(base + OPEN, timeout=10).text[1:])["sid"]
-                url = f"{base}{OPEN}&sid={sid}"
-                requests.post(url, data="40", timeout=10)
+                url = polling_session(base)
                 for size in (MAX_MESSAGE_BYTES + 100, 3_000_000):
                     status = requests.post(url, data="4" + "x" * size, timeout=10).status_code
                     tally(f"oversize polling body: HTTP {status}")
@@ -416,9 +425,7 @@ def fuzz(base: str, tally: Tally, deadline: float, marker: str) -> None:
             return
         if round_ % 3 == 2:
             try:
-                sid = json.loads(requests.get(base + OPEN, timeout=10).text[1:])["sid"]
-                url = f"{base}{OPEN}&sid={sid}"
-                requests.post(url, data="40", timeout=10)
+                url = polling_session(base)
                 body = mutated()
                 status = requests.post(url, data=body if isinstance(body, bytes)
                                        else body.encode("utf-8", "surrogatepass"),
