@@ -243,7 +243,8 @@ class QueueManager(socketio.KombuManager):
 
     @staticmethod
     def _keep_alive(connection: kombu.Connection) -> None:
-        """Read the broker's heartbeats and send ours on an idle connection; raise if it is dead."""
+        """Read the broker's heartbeats and send ours (the publisher: every second, busy or idle);
+        raise if the connection is dead."""
         try:
             connection.drain_events(timeout=0.01)
         except TimeoutError:
