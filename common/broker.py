@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import kombu
@@ -31,11 +31,43 @@ import socketio
 from amqp.exceptions import ChannelError, NotFound
 
 from common import metrics, strict_json
+from common.library_contract import Contract
 from common.settings import Settings
+
+# What QueueManager reads of python-socketio's KombuManager (tests/unit/test_upstream_contract.py).
+CONTRACT = Contract(
+    read_against={"python-socketio": "5.18.1", "kombu": "5.7.0"},
+    members={
+        "socketio.kombu_manager.KombuManager.__init__": (
+            "(self, url='amqp://guest:guest@localhost:5672//', channel='socketio', "
+            "write_only=False, logger=None, json=None, connection_options=None, "
+            "exchange_options=None, queue_options=None, producer_options=None)"),
+        # the two hooks python-socketio documents for a pub/sub manager, both replaced
+        "socketio.pubsub_manager.PubSubManager._publish": "(self, data)",
+        "socketio.pubsub_manager.PubSubManager._listen": "(self)",
+        # what hands each message `_listen` yields to the manager (records never reach it)
+        "socketio.pubsub_manager.PubSubManager._thread": "(self)",
+        "socketio.pubsub_manager.PubSubManager.emit": "(self, event, data, namespace=None, "
+                                                      "room=None, skip_sid=None, callback=None, "
+                                                      "to=None, **kwargs)",
+        "kombu.Connection.ensure_connection": "(self, *args, **kwargs)",
+        "kombu.Connection.heartbeat_check": "(self, rate=2)",
+        "kombu.Connection.drain_events": "(self, **kwargs)",
+        "kombu.Connection.collect": "(self, socket_timeout=None)",
+        "kombu.binding": None,
+    },
+    instance_attributes={
+        "socketio.kombu_manager.KombuManager": ("url", "channel", "connection_options",
+                                                "queue_options", "json", "host_id",
+                                                "write_only"),
+    },
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EXCHANGE = kombu.Exchange("")  # routes to the queue named by the routing key
+RECORD_METHOD = "replica_record"  # a message between replicas of our own (see `publish_record`)
+TO_RECORDS = "records"  # the outbox's route for records (None: the Socket.IO exchange)
 
 
 @dataclass(frozen=True)
@@ -99,6 +131,9 @@ class QueueManager(socketio.KombuManager):
         # published meanwhile waits in the connection until the alarm clears.
         self.publisher_blocked: str | None = None
         self.listener_bound = False
+        # Takes every record from another replica (or from this one, if it asked): the web
+        # replica's ReplicaHooks.take_record (web/upstream/registry.py).
+        self.on_record: Callable[[str, dict, str], None] | None = None
         self._queues_to_await: list[tuple[kombu.Queue, bool]] = []  # see `await_queue`
 
     # -- publishing ---------------------------------------------------------------------------
@@ -109,6 +144,15 @@ class QueueManager(socketio.KombuManager):
 
     def _publish(self, data: dict) -> None:
         self._put_in_outbox(data, None)
+
+    def publish_record(self, key: str, body: dict, *, include_sender: bool = False) -> None:
+        """Send a record to every replica's listener (this one's too with `include_sender`),
+        through the records exchange: presence, replica control, the Admin UI's reports. Never
+        blocks. They are not Socket.IO messages: python-socketio would not know their method,
+        and on the Socket.IO exchange they would fill the recovery log."""
+        self._put_in_outbox({"method": RECORD_METHOD, "key": key, "body": body,
+                             "host_id": self.host_id, "include_sender": include_sender},
+                            TO_RECORDS)
 
     def publish_to_queue(self, queue_name: str, data: dict) -> None:
         """Publish `data` to one queue (through the default exchange), after everything queued
@@ -162,6 +206,9 @@ class QueueManager(socketio.KombuManager):
                 queued_at, data, queue_name = message
                 if queue_name is None:
                     producer.publish(self.json.dumps(data))
+                elif queue_name == TO_RECORDS:
+                    records = self.records_exchange()
+                    producer.publish(self.json.dumps(data), exchange=records, declare=[records])
                 else:
                     producer.publish(self.json.dumps(data), exchange=DEFAULT_EXCHANGE,
                                      routing_key=queue_name)
@@ -286,8 +333,15 @@ class QueueManager(socketio.KombuManager):
         (a non-durable fanout named after the channel), so stock emitters stay compatible."""
         return kombu.Exchange(self.channel, type="fanout", durable=False)
 
+    def records_exchange(self) -> kombu.Exchange:
+        """The exchange of the records between replicas (`publish_record`): a fanout of its
+        own beside the channel's, which stock emitters and the recovery log keep using."""
+        return kombu.Exchange(f"{self.channel}.replicas", type="fanout", durable=True)
+
     def listener_queue(self) -> kombu.Queue:
-        return kombu.Queue(self.listener_queue_name, self.fanout_exchange(), **self.queue_options)
+        return kombu.Queue(self.listener_queue_name, bindings=[
+            kombu.binding(self.fanout_exchange()), kombu.binding(self.records_exchange())],
+            **self.queue_options)
 
     def _listen(self):
         retry_delay = 0.1
@@ -321,7 +375,11 @@ class QueueManager(socketio.KombuManager):
                                 message.ack()
                                 metrics.QUEUE_RECEIVES.inc()
                                 decoded = self._decode(message.payload)
-                                if decoded is not None:
+                                if decoded is None:
+                                    continue
+                                if decoded["method"] == RECORD_METHOD:
+                                    self._take_record(decoded)
+                                else:
                                     yield decoded
             except Exception as exc:  # any failure: bind the same queue again
                 if self.listener_bound:
@@ -329,6 +387,20 @@ class QueueManager(socketio.KombuManager):
                 self._set_listener_bound(False)
                 time.sleep(retry_delay)
                 retry_delay = min(retry_delay * 2, self.limits.retry_max_seconds)
+
+    def _take_record(self, message: dict) -> None:
+        sender = message.get("host_id")
+        if self.on_record is None or (sender == self.host_id and
+                                      not message.get("include_sender")):
+            return
+        key, body = message.get("key"), message.get("body")
+        if not isinstance(key, str) or not isinstance(body, dict):
+            log.error("dropped a malformed record from replica %s", sender)
+            return
+        try:
+            self.on_record(key, body, str(sender))
+        except Exception:  # one bad record must not stop the listener
+            log.exception("record %r from replica %s failed", key[:50], sender)
 
     def _drop_undecodable(self, message: kombu.Message, exc: Exception) -> None:
         message.ack()

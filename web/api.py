@@ -3,7 +3,6 @@ login. Every answer is JSON; bad input is a 4xx with a message, logged once."""
 
 from __future__ import annotations
 
-import datetime
 import hmac
 import logging
 import uuid
@@ -14,7 +13,6 @@ from pydantic import ValidationError
 from common import strict_json
 from common.auth import issue_token
 from common.contract import (
-    ADMIN_NAMESPACE,
     APP_NAMESPACES,
     CHAT_NAMESPACE,
     EMIT_BATCH_MAX,
@@ -25,7 +23,6 @@ from common.contract import (
     user_room,
 )
 from common.jobs import EnqueueFailed, Job, NotificationRequest, now_ms
-from web import upstream
 from web.errors import describe
 from web.extensions import (
     current_job_queue,
@@ -34,6 +31,7 @@ from web.extensions import (
     current_settings,
     socketio,
 )
+from web.replica_control import DISCONNECT_ROOM, control_every_replica
 
 log = logging.getLogger(__name__)
 
@@ -207,133 +205,6 @@ def user_connections(user: str):
     """Every connection of one user, on every replica."""
     _require_api_key()
     return {"user": user, "connections": current_presence().connections_of(user)}
-
-
-# -- acting on the connections of every replica ----------------------------------------------------
-#
-# python-socketio's managers can emit to a room and disconnect or move one sid on any replica, but
-# nothing acts on every member of a room across replicas (a user's connections; the admin UI's
-# "disconnect" or "join" for a selection). A replica's listener therefore takes control messages
-# carrying `CONTROL_KEY` {"action", ...} (web/upstream.py's `control_message`); every replica, the
-# sender's included unless `host_id` is the sender's, acts on its own connections.
-
-CONTROL_KEY = "replica_control"
-DISCONNECT_ROOM, ENTER_ROOM, LEAVE_ROOM, ANNOUNCE_SOCKETS = (
-    "disconnect_room", "enter_room", "leave_room", "announce_sockets")
-_EVERY_HOST = "every-replica"  # not any replica's host_id: the sender's listener acts on it too
-
-
-def control_message(action: str, namespace: str, host_id: str = _EVERY_HOST, **details) -> dict:
-    return upstream.control_message(CONTROL_KEY, {"action": action, **details}, host_id,
-                                    namespace)
-
-
-def control_every_replica(server, action: str, namespace: str, **details) -> None:
-    """Do `action` on every replica (through the broker), or here when there is no broker."""
-    if not upstream.publish_to_replicas(server.manager, control_message(action, namespace,
-                                                                        **details)):
-        _act(server, {"namespace": namespace, CONTROL_KEY: {"action": action, **details}})
-
-
-def disconnect_room_members(server, room: str, namespace: str = MAIN_NAMESPACE,
-                            whole_connection: bool = False) -> int:
-    """Disconnect this replica's members of `room` in `namespace` (with `whole_connection`, from
-    every namespace of their connection); how many."""
-    manager = server.manager
-    members = list(manager.get_participants(namespace, room))
-    for sid, eio_sid in members:
-        namespaces = list(manager.get_namespaces()) if whole_connection else [namespace]
-        for each in namespaces:
-            each_sid = sid if each == namespace else manager.sid_from_eio_sid(eio_sid, each)
-            if each_sid is not None:
-                server.disconnect(each_sid, namespace=each, ignore_queue=True)
-    if members:
-        log.info("disconnected %d connection(s) of room %s", len(members), room)
-    return len(members)
-
-
-def _act(server, message: dict) -> None:
-    control = message[CONTROL_KEY]
-    namespace = message.get("namespace") or MAIN_NAMESPACE
-    action = control.get("action")
-    manager = server.manager
-    if action == DISCONNECT_ROOM:
-        disconnect_room_members(server, control["room"], namespace,
-                                bool(control.get("whole_connection")))
-    elif action in (ENTER_ROOM, LEAVE_ROOM):
-        for sid, _ in list(manager.get_participants(namespace, control.get("room_filter"))):
-            if action == ENTER_ROOM:
-                manager.basic_enter_room(sid, namespace, control["room"])
-            else:
-                manager.basic_leave_room(sid, namespace, control["room"])
-    elif action == ANNOUNCE_SOCKETS:
-        announce = getattr(server, "announce_sockets", None)
-        if announce is not None:
-            announce(control["to"])
-    else:
-        log.warning("unknown replica control %r ignored", action)
-
-
-@blueprint.record_once
-def _install_control_messages(state) -> None:
-    if socketio.server is not None:
-        upstream.take_control_messages(socketio.server.manager, CONTROL_KEY,
-                                       lambda message: _act(socketio.server, message))
-
-
-# -- the Socket.IO Admin UI across replicas --------------------------------------------------------
-
-def instrument_for_admin_ui(server, settings) -> None:
-    """python-socketio's Admin UI instrumentation (namespace /admin, credentials from the
-    settings), with its actions reaching every replica: upstream's join, leave and disconnect act
-    on the replica the UI is connected to only, and lists only that replica's sockets when the UI
-    connects. Every replica reports its own events, rooms and stats through the broker."""
-    username = settings.admin_ui_username.encode()
-    password = settings.admin_ui_password.get_secret_value().encode()
-
-    def authenticate(auth) -> bool:
-        if not isinstance(auth, dict):
-            return False
-        given_user = str(auth.get("username", "")).encode()
-        given_password = str(auth.get("password", "")).encode()
-        return (hmac.compare_digest(given_user, username)
-                & hmac.compare_digest(given_password, password))
-
-    admin = server.instrument(auth=authenticate, mode="development",
-                              server_id=settings.replica_id, namespace=ADMIN_NAMESPACE)
-    upstream_connect = server.handlers[ADMIN_NAMESPACE]["connect"]
-
-    def on_admin_connect(sid, environ, auth=None):
-        upstream_connect(sid, environ, auth)  # refuses wrong credentials; lists local sockets
-        manager = server.manager  # the other replicas list theirs
-        upstream.publish_to_replicas(manager, control_message(
-            ANNOUNCE_SOCKETS, ADMIN_NAMESPACE, host_id=getattr(manager, "host_id", ""), to=sid))
-
-    def announce_sockets(to: str) -> None:
-        now = datetime.datetime.now(datetime.UTC).isoformat()
-        for namespace in list(server.manager.get_namespaces()):
-            if namespace == ADMIN_NAMESPACE:
-                continue
-            for sid, eio_sid in list(server.manager.get_participants(namespace, None)):
-                server.emit("socket_connected", (admin.serialize_socket(sid, namespace, eio_sid),
-                                                 now), to=to, namespace=ADMIN_NAMESPACE)
-
-    def on_disconnect(_, namespace, close, room_filter=None):
-        control_every_replica(server, DISCONNECT_ROOM, namespace, room=room_filter)
-
-    def on_join(_, namespace, room, room_filter=None):
-        control_every_replica(server, ENTER_ROOM, namespace, room=room, room_filter=room_filter)
-
-    def on_leave(_, namespace, room, room_filter=None):
-        control_every_replica(server, LEAVE_ROOM, namespace, room=room, room_filter=room_filter)
-
-    server.announce_sockets = announce_sockets
-    server.admin_instrumentation = admin  # its uninstrument() undoes the class-level patches
-    server.on("connect", on_admin_connect, namespace=ADMIN_NAMESPACE)
-    server.on("_disconnect", on_disconnect, namespace=ADMIN_NAMESPACE)
-    server.on("join", on_join, namespace=ADMIN_NAMESPACE)
-    server.on("leave", on_leave, namespace=ADMIN_NAMESPACE)
-    log.info("Socket.IO Admin UI on: namespace %s, page /admin/", ADMIN_NAMESPACE)
 
 
 @blueprint.post("/demo/token")

@@ -2,8 +2,9 @@
 
 `create_app()` reads as the list of what a replica is made of. The shared `socketio` object and
 the `current_*` accessors live in web/extensions.py; every override of a library internal lives in
-web/upstream.py; event handlers register themselves on `socketio` when their modules are imported
-(see `register_handlers`).
+the web/upstream/ package, and the features that need one register with the server's
+ReplicaHooks, installed once at the end; event handlers register themselves on `socketio` when
+their modules are imported (see `register_handlers`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from common.broker import QueueManager, create_queue_manager
 from common.contract import CHAT_NAMESPACE, MAIN_NAMESPACE, session_id_prefix, user_room
 from common.jobs import JobQueue
 from common.settings import Settings, load_settings
-from web import upstream
+from web import replica_control, upstream
+from web.admin import add_admin_ui
 from web.drain import Drain
 from web.extensions import socketio
 from web.limits import ClientLimits, OriginCheck
@@ -41,13 +43,17 @@ def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
     app.extensions["job_queue"] = job_queue or JobQueue(settings.amqp_url.get_secret_value())
     queue_manager = create_queue_manager(settings, write_only=False) if use_message_queue else None
     register_handlers()
-    bind_socketio(app, settings, async_mode, queue_manager)
-    add_recovery(app, settings, queue_manager)
-    add_presence(app, settings, queue_manager)
+    hooks = bind_socketio(app, settings, async_mode, queue_manager)
+    add_recovery(app, settings, queue_manager, hooks)
+    add_presence(app, settings, queue_manager, hooks)
+    replica_control.take_control_records(socketio.server, hooks)
     add_drain(app)
     register_blueprints(app)
-    add_admin_ui(settings)
+    if settings.admin_ui_enabled:
+        add_admin_ui(socketio.server, hooks, settings)
+    upstream.install(socketio.server, hooks)  # every library hook, for all of the above
     if queue_manager is not None:  # both broker connections now, not on the first client
+        queue_manager.on_record = hooks.take_record
         upstream.start_client_manager(socketio.server)  # the listener
         queue_manager.start_publisher()
     log.info("replica %s ready at %s (async mode %s)", settings.replica_id,
@@ -56,8 +62,9 @@ def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
 
 
 def bind_socketio(app: Flask, settings: Settings, async_mode: str,
-                  queue_manager: QueueManager | None) -> None:
-    """Bind `socketio` to the app, with this replica's limits and session routing."""
+                  queue_manager: QueueManager | None) -> upstream.ReplicaHooks:
+    """Bind `socketio` to the app; the server's hooks, with this replica's limits and session
+    routing."""
     origin_check = OriginCheck(settings.cors_allowed_origins)
     socketio.init_app(
         app,
@@ -85,13 +92,13 @@ def bind_socketio(app: Flask, settings: Settings, async_mode: str,
 
     limits = ClientLimits(settings, origin_check, environ_of)
     app.extensions["client_limits"] = limits
-    upstream.install_limits(server, limits)
+    eio = server.eio
+    metrics.CONNECTED_CLIENTS.set_function(lambda: len(eio.sockets))
     # nginx reads the replica's address from the `sid` query argument and sends the session's
     # later requests (long-polling, the WebSocket upgrade) to the replica that owns it, without
     # cookies or client-IP hashing. See nginx/socketio.conf.template.
-    upstream.prefix_session_ids(server.eio, session_id_prefix(settings.replica_address))
-    eio = server.eio
-    metrics.CONNECTED_CLIENTS.set_function(lambda: len(eio.sockets))
+    return upstream.ReplicaHooks(
+        limits=limits, session_id_prefix=session_id_prefix(settings.replica_address))
 
 
 class StrictJSONProvider(DefaultJSONProvider):
@@ -107,7 +114,8 @@ class StrictJSONProvider(DefaultJSONProvider):
         return super().dumps(obj, allow_nan=False, **kwargs)
 
 
-def add_recovery(app: Flask, settings: Settings, queue_manager: QueueManager | None) -> None:
+def add_recovery(app: Flask, settings: Settings, queue_manager: QueueManager | None,
+                 hooks: upstream.ReplicaHooks) -> None:
     """Connection state recovery for the clients that ask (web/recovery.py); it needs the broker's
     streams, so one process without a message queue has none."""
     if queue_manager is None or not settings.recovery_window_seconds:
@@ -120,20 +128,21 @@ def add_recovery(app: Flask, settings: Settings, queue_manager: QueueManager | N
                         replica_id=settings.replica_id,
                         # a user's room comes back only with a valid token (events.on_connect)
                         restores_room=lambda room: not room.startswith(user_room("")))
-    upstream.install_recovery(server, recovery)
+    hooks.use_recovery(recovery)
     app.extensions["recovery"] = recovery
     server.start_background_task(recovery.run)
 
 
-def add_presence(app: Flask, settings: Settings, queue_manager: QueueManager | None) -> None:
+def add_presence(app: Flask, settings: Settings, queue_manager: QueueManager | None,
+                 hooks: upstream.ReplicaHooks) -> None:
     """Who is connected, per room and across replicas (web/presence.py)."""
     server = socketio.server
     presence = Presence(server, queue_manager, namespaces=(MAIN_NAMESPACE, CHAT_NAMESPACE),
                         replica_name=settings.replica_id)
-    upstream.watch_rooms(server, presence.room_changed)
+    hooks.on_room_change(presence.room_changed)
     app.extensions["presence"] = presence
     if queue_manager is not None:  # one process without it: the view is brought up to date
-        upstream.take_control_messages(queue_manager, PRESENCE_KEY, presence.receive)
+        hooks.take_records(PRESENCE_KEY, presence.receive)
         server.start_background_task(presence.run)  # when read (`Presence.current_view`)
 
 
@@ -150,13 +159,6 @@ def register_blueprints(app: Flask) -> None:
     from web.routes import blueprint as routes_blueprint
     for blueprint in (routes_blueprint, page_blueprint, api_blueprint):
         app.register_blueprint(blueprint)
-
-
-def add_admin_ui(settings: Settings) -> None:
-    """The Socket.IO Admin UI (namespace /admin, page /admin/), only if ADMIN_UI_PASSWORD is set."""
-    if settings.admin_ui_enabled:
-        from web.api import instrument_for_admin_ui
-        instrument_for_admin_ui(socketio.server, settings)
 
 
 def register_handlers() -> None:

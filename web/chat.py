@@ -18,7 +18,7 @@ from common.contract import (
 from web.errors import BadRequest, report_error
 from web.events import refuse_too_many_rooms
 from web.extensions import current_presence, current_settings, socketio
-from web.upstream import AnsweringNamespace
+from web.upstream.flask_socketio import AnsweringNamespace
 
 MEMBERS_LISTED = 100  # user ids in a join answer; the others are counted
 

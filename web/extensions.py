@@ -14,7 +14,7 @@ from common.settings import Settings
 from web.drain import Drain
 from web.limits import ClientLimits
 from web.presence import ClusterView
-from web.upstream import ReplicaSocketIO
+from web.upstream.flask_socketio import ReplicaSocketIO
 
 socketio = ReplicaSocketIO()
 

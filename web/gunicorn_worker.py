@@ -9,6 +9,22 @@ from __future__ import annotations
 
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 
+from common.library_contract import Contract
+
+CONTRACT = Contract(
+    read_against={"gunicorn": "27.0.1", "gevent-websocket": "0.10.1"},
+    members={
+        "geventwebsocket.gunicorn.workers.GeventWebSocketWorker": None,
+        "gunicorn.workers.base.Worker.load_wsgi": "(self)",
+        "gunicorn.workers.base.Worker.handle_exit": "(self, sig, frame)",
+    },
+    instance_attributes={
+        # the app load_wsgi built, and the request handler class gevent's server uses
+        "gunicorn.workers.base.Worker": ("wsgi",),
+        "geventwebsocket.gunicorn.workers.GeventWebSocketWorker": ("wsgi_handler",),
+    },
+)
+
 
 class ReplicaWorker(GeventWebSocketWorker):
     """`worker_class` in web/gunicorn.conf.py; gevent-websocket's own worker is built the same way

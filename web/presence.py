@@ -1,9 +1,9 @@
 """Presence: who is connected, per room and across the cluster, as every replica sees it.
 
-Each replica knows its own connections from python-socketio's rooms (web/upstream.py's
-`watch_rooms` reports every enter and leave): a connection is in its namespace's room `None`, a
-signed-in one also in `user:<id>`, and in the rooms it joined. At most every FLUSH_SECONDS it
-publishes what changed on the fan-out exchange every replica listens to, as records
+Each replica knows its own connections from python-socketio's rooms (the registry's room
+listeners, web/upstream/registry.py, report every enter and leave): a connection is in its
+namespace's room `None`, a signed-in one also in `user:<id>`, and in the rooms it joined. At most
+every FLUSH_SECONDS it publishes what changed to every replica (common/broker.py's records), as
 `[namespace, sid, user, rooms]` (or `[namespace, sid]`: gone), and every replica applies every
 replica's records, its own included, to one `ClusterView`. A record is a connection's whole state,
 so applying one twice or late changes nothing; each message carries its sender's sequence number,
@@ -26,14 +26,14 @@ import time
 from dataclasses import dataclass, field
 
 from common.contract import Event, is_reserved_room, user_room
-from web import upstream
+from web.upstream import emit_here
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.5
 HEARTBEAT_SECONDS = 2.0
 EXPIRY_SECONDS = 3 * HEARTBEAT_SECONDS + 1
-PRESENCE_KEY = "presence"  # the key of its messages between replicas (upstream.control_message)
+PRESENCE_KEY = "presence"  # the key of its records between replicas (QueueManager.publish_record)
 # What one message may carry, about: a full list of 10,000 connections in 50 long rooms each is
 # far beyond a broker's message size limit (16 MiB on RabbitMQ 4), so lists go in parts.
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -233,7 +233,7 @@ class Presence:
         self.send_full = True  # the first message lists everything, and asks the others for theirs
         self.ask_for_full = True
 
-    # -- this replica's connections (web/upstream.py's `watch_rooms`) -------------------------
+    # -- this replica's connections (ReplicaHooks.on_room_change, web/upstream/registry.py) ---
 
     def room_changed(self, sid: str, namespace: str, room, eio_sid: str | None,
                      entered: bool) -> None:
@@ -310,8 +310,7 @@ class Presence:
                            "sync": self.ask_for_full and index == 0, "records": records}
                 self.view.apply(self.me, message, now, changes)
                 if self.manager is not None:
-                    upstream.publish_to_replicas(self.manager, upstream.control_message(
-                        PRESENCE_KEY, message, self.me))
+                    self.manager.publish_record(PRESENCE_KEY, message)
             self.send_full = self.ask_for_full = False
             self.last_sent = now
         # A replica that was itself stalled (CPU, a pause) has not read what the others sent
@@ -324,11 +323,9 @@ class Presence:
                         replica, EXPIRY_SECONDS)
         self.deliver(changes)
 
-    def receive(self, message: dict) -> None:
-        """Another replica's message (this replica's own are applied when sent, and its listener
-        skips them: same host_id)."""
-        body = message[PRESENCE_KEY]
-        replica = message.get("host_id")
+    def receive(self, key: str, body: dict, replica: str) -> None:
+        """Another replica's record (this replica's own are applied when sent, and not
+        delivered back to it)."""
         try:
             changes = Changes()
             if self.view.apply(replica, body, self.clock(), changes):
@@ -342,7 +339,7 @@ class Presence:
 
     def deliver(self, changes: Changes) -> None:
         for namespace, room, payload in changes.events(self.view):
-            upstream.emit_here(self.server, Event.PRESENCE, payload, namespace, room)
+            emit_here(self.server, Event.PRESENCE, payload, namespace, room)
 
 
 def in_parts(records: list[list]) -> list[list[list]]:

@@ -28,10 +28,9 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 @pytest.fixture
 def admin_app():
-    app = create_app(unit_settings(admin_ui_password=PASSWORD), async_mode="threading",
-                     use_message_queue=False)
-    yield app
-    socketio.server.admin_instrumentation.uninstrument()  # engine.io's classes are shared
+    # No teardown: the instrumentation patches no class (web/upstream/admin_ui.py).
+    return create_app(unit_settings(admin_ui_password=PASSWORD), async_mode="threading",
+                      use_message_queue=False)
 
 
 def test_off_unless_configured(app):

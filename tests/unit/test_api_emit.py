@@ -11,7 +11,6 @@ from common.auth import issue_token
 from common.contract import CHAT_NAMESPACE, EMIT_BATCH_MAX, MAIN_NAMESPACE, Event
 from common.settings import DEV_API_KEY
 from tests.support.app import SECRET, unit_settings
-from web import api
 from web.app import create_app
 
 KEY = {"Authorization": f"Bearer {DEV_API_KEY}"}
@@ -138,12 +137,6 @@ def test_disconnect_closes_every_namespace_of_the_users_connections(app, connect
 def test_bad_disconnects_are_400(app, body):
     answer = post(app, "disconnect", body)
     assert answer.status_code == 400 and answer.get_json()["error"].startswith("invalid")
-
-
-def test_control_messages_travel_as_manager_disconnect_messages():
-    # The pub/sub members this relies on are checked with the others of web/upstream.py
-    # (tests/unit/test_upstream_contract.py).
-    assert api.control_message(api.DISCONNECT_ROOM, MAIN_NAMESPACE)["method"] == "disconnect"
 
 
 def test_settings_refuse_a_reserved_event_in_the_allow_list():

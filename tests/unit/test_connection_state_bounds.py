@@ -75,7 +75,7 @@ def test_unanswered_calls_expire(small_app, monkeypatch):
     client = TestClient(small_app, socketio)
     client.emit(Event.ASK_CLIENT, {"data": "old"})
     clock = time.monotonic() + 61  # past ACK_TIMEOUT_SECONDS (60)
-    monkeypatch.setattr("web.upstream.time.monotonic", lambda: clock)
+    monkeypatch.setattr("web.upstream.socketio_manager.time.monotonic", lambda: clock)
     client.emit(Event.ASK_CLIENT, {"data": "new"})  # a new call sweeps the expired one
     client.emit(Event.ASK_CLIENT, {"data": "newer"})
     asked = [pkt.id for pkt in client.packets

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from common.contract import CHAT_NAMESPACE, ECHO_NAMESPACE, MAIN_NAMESPACE, Event
 from web.extensions import socketio
 from web.limits import TokenBucket
-from web.upstream import CappedWebSocket, MessageTooBig, unmask
+from web.upstream.gevent_websocket import CappedWebSocket, MessageTooBig
+from web.upstream.transport import unmask
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,4 +1,4 @@
-"""Half-open sessions (web/limits.py, web/upstream.py): an Engine.IO session that connects no
+"""Half-open sessions (web/limits.py, web/upstream/): an Engine.IO session that connects no
 Socket.IO namespace in time is closed, and a replica holds a bounded number of them."""
 
 from __future__ import annotations

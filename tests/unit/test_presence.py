@@ -283,14 +283,15 @@ def test_a_replica_with_a_large_list_sends_it_in_parts_another_applies_whole(app
         for room in range(50):
             presence.room_changed(f"s{index}", "/", f"{room:03d}" + "r" * 197, f"e{index}", True)
     published = []
-    presence.manager = type("Publisher", (), {"_publish": staticmethod(published.append)})()
+    presence.manager = type("Publisher", (), {"publish_record": staticmethod(
+        lambda key, body: published.append(body))})()
 
     presence.flush()
     other = ClusterView()
     for each in published:
-        apply(other, presence.me, each["presence"])
+        apply(other, presence.me, each)
 
-    assert len(published) > 1 and all(each["presence"]["full"] for each in published)
+    assert len(published) > 1 and all(each["full"] for each in published)
     assert other.room(MAIN_NAMESPACE).summary()["anonymous"] == 60
     assert other.room(MAIN_NAMESPACE, "049" + "r" * 197).summary()["connections"] == 60
 

@@ -118,7 +118,9 @@ def replica():
     clock = Clock()
     recovery = Recovery(server, manager, window_seconds=120, memory_events=100,
                         namespaces=("/",), replica_id="web-1", clock=clock)
-    upstream.install_recovery(server, recovery)
+    hooks = upstream.ReplicaHooks()
+    hooks.use_recovery(recovery)
+    upstream.install(server, hooks)
     recovery.logged(0, {"method": "recovery_mark"})
     return server, recovery, sent, clock
 

@@ -1,4 +1,4 @@
-"""What a replica keeps per connection (web/upstream.py): the WSGI environ trimmed to what is read
+"""What a replica keeps per connection (web/upstream/): the WSGI environ trimmed to what is read
 after the handshake, and the WebSocket reading its socket without the request's buffered reader."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 from common.contract import Event
 from tests.support.app import TestClient
 from web.extensions import socketio
-from web.upstream import KEPT_ENVIRON_KEYS, SocketReader, trimmed_environ
+from web.upstream.socketio_server import KEPT_ENVIRON_KEYS, trimmed_environ
+from web.upstream.transport import SocketReader
 
 HANDSHAKE_ENVIRON = {
     "REQUEST_METHOD": "GET", "PATH_INFO": "/socket.io/", "QUERY_STRING": "EIO=4&transport=polling",

@@ -1,4 +1,4 @@
-"""The direct WebSocket write path (web/upstream.py): frames built once, written in order whatever
+"""The direct WebSocket write path (web/upstream/): frames built once, written in order whatever
 the kernel takes, the backlog counted for the outgoing cap, a dead peer never raising into the
 sender. On a real socket pair, under gevent, without a server."""
 
@@ -14,7 +14,8 @@ import pytest
 from engineio import packet as eio_packet
 from geventwebsocket.websocket import WebSocket
 
-from web.upstream import CappedWebSocket, WebSocketWriter, websocket_frame
+from web.upstream.gevent_websocket import CappedWebSocket
+from web.upstream.transport import WebSocketWriter, websocket_frame
 
 
 def decode_frames(data: bytes) -> list[tuple[int, bytes]]:
