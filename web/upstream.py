@@ -21,7 +21,9 @@ in seconds, naming this module to re-read:
     engineio.server.Server attribute _async (per instance: its "websocket" wrapper class, built
                                          as before and called through its bound __call__)
     engineio.async_drivers.gevent.WebSocketWSGI.__call__(environ, start_response); attribute
-                                         environ (emptied once the session runs on WebSocket)
+                                         environ (emptied once the session runs on WebSocket
+                                         but for what Server.handle_request() reads once the
+                                         WebSocket ends: BaseServer._cors_headers(environ))
   python-socketio 5.18.1
     socketio.Server._handle_eio_message(eio_sid, data)  wrapped per instance (message guard)
     socketio.Server._handle_event(eio_sid, namespace, id, data)  wrapped per instance (event names)
@@ -133,6 +135,7 @@ MEMBERS_READ = {
     "engineio.socket.Socket.schedule_ping": "(self)",
     "engineio.socket.Socket._send_ping": "(self)",
     "engineio.server.Server.generate_id": "(self)",
+    "engineio.base_server.BaseServer._cors_headers": "(self, environ)",
     "socketio.server.Server._handle_eio_message": "(self, eio_sid, data)",
     "socketio.server.Server._handle_event": "(self, eio_sid, namespace, id, data)",
     "socketio.server.Server._send_packet": "(self, eio_sid, pkt)",
@@ -775,20 +778,32 @@ class LimitedSocket(engineio.socket.Socket):
             websocket.abort()
 
 
+# When the WebSocket ends, engine.io's Server.handle_request() returns from the upgrade request:
+# it builds that request's (unsent) HTTP answer from Flask-SocketIO's copy of its environ, and
+# BaseServer._cors_headers() reads REQUEST_METHOD there without a default (a KeyError traceback
+# for every upgraded session that ended). Every other key it reads with .get() or `in`; without
+# HTTP_ORIGIN it does not ask the origin check, which could not decide without the Host headers.
+ENVIRON_READ_WHEN_WEBSOCKET_ENDS = ("REQUEST_METHOD",)
+
+
 def release_handshake_environ(ws) -> None:
     """The upgrade request's environ is held, until the WebSocket ends, by the frames under the
     read loop: gevent's original and Flask-SocketIO's copy of it (python-socketio keeps its own
-    trimmed one). Nothing reads them after the upgrade, so they are emptied in place; the
-    WebSocket keeps the keys its size limit logs (web/limits.py's websocket_too_big)."""
+    trimmed one). They are emptied in place but for what is read of them later: the keys its size
+    limit logs (web/limits.py's websocket_too_big) in the WebSocket's, engine.io's at the end in
+    Flask-SocketIO's."""
     websocket = getattr(ws, "_sock", None)
     environ = getattr(ws, "environ", None)
     if not isinstance(websocket, CappedWebSocket) or environ is None:
         return
     original = websocket.environ
     websocket.environ = {key: environ[key] for key in ENVIRON_LOGGED if key in environ}
+    read_at_the_end = {key: environ[key] for key in ENVIRON_READ_WHEN_WEBSOCKET_ENDS
+                       if key in environ}
     for handshake_environ in (environ, original):
         if handshake_environ is not None:
             handshake_environ.clear()
+    environ.update(read_at_the_end)
 
 
 class _NoQueue:
