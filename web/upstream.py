@@ -583,7 +583,7 @@ class LimitedSocket(engineio.socket.Socket):
         self.event_bucket = self.limits.event_bucket() if self.limits is not None else None
         self.outgoing_bytes = 0  # queued for this client and not yet handed to its transport
         self.dropping = False  # over the outgoing cap: being cut off
-        self.transport_ws = None  # engine.io's WebSocket wrapper, once the client upgraded
+        self.transport_ws = None  # engine.io's WebSocket wrapper that carries the session
         self.writer: WebSocketWriter | None = None  # the direct path, once on WebSocket
 
     def receive(self, pkt):
@@ -676,7 +676,6 @@ class LimitedSocket(engineio.socket.Socket):
         limits = self.limits
         if limits is None:
             return super()._websocket_handler(ws)
-        self.transport_ws = ws
 
         def wait():
             data = ws.wait()
@@ -688,17 +687,23 @@ class LimitedSocket(engineio.socket.Socket):
             limits.malformed(self.sid, "engine.io", problem)
             return None  # taken as the client closing
 
+        # A client may open two WebSockets for one session while upgrading: the first whose
+        # upgrade completes carries the session. Upstream refuses any upgrade request once the
+        # session is upgraded (Server.handle_request, Socket._upgrade_websocket); one that was
+        # already waiting here when the other completed is refused at its next step, so it never
+        # replaces the writer and transport_ws that close() and drop_slow_reader() act on.
         if self.connected:  # an upgrade from polling: the probe, then the UPGRADE packet
             self.upgrading = True  # upstream holds polling sends meanwhile
             probe = wait()
             probe = probe and eio_packet.Packet(encoded_packet=probe)
-            if not probe or probe.packet_type != eio_packet.PING or probe.data != "probe":
+            if self.upgraded or not probe or probe.packet_type != eio_packet.PING or \
+                    probe.data != "probe":
                 self.upgrading = False
                 return []
             ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
             self.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
             upgrade = wait()
-            if upgrade is None or \
+            if self.upgraded or upgrade is None or \
                     eio_packet.Packet(encoded_packet=upgrade).packet_type != eio_packet.UPGRADE:
                 self.upgrading = False
                 return []
@@ -716,6 +721,7 @@ class LimitedSocket(engineio.socket.Socket):
         for pkt in self.take_queued():
             writer.write(websocket_frame(pkt))
         self.writer = writer
+        self.transport_ws = ws
         self.queue = NO_QUEUE  # ~2.5 KB per connection that nothing reads any more
         release_handshake_environ(ws)
         if self.closed:
