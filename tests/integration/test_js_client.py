@@ -7,40 +7,16 @@ WebSocket client on different replicas, and prints what happened as JSON.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-
-import pytest
 
 from common.contract import ECHO_NAMESPACE, MAIN_NAMESPACE, Event
 from scripts.stack import ROOT
+from tests.support.node import CLIENT_PACKAGE, node_or_fail, run_node_script
 
 SCRIPT = ROOT / "tests" / "js" / "client_check.mjs"
-CLIENT_PACKAGE = ROOT / "node_modules" / "socket.io-client" / "package.json"
-
-
-def node_or_fail() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("node is not installed, and the JavaScript client test needs it. Install "
-                    "Node.js 18 or newer (Debian/Ubuntu: `sudo apt-get install -y nodejs npm`, or "
-                    "https://nodejs.org), then run `npm ci` (or `make install`) in the repository "
-                    "root.", pytrace=False)
-    if not CLIENT_PACKAGE.exists():
-        pytest.fail("socket.io-client is not installed: run `npm ci` (or `make install`) in "
-                    f"{ROOT}.", pytrace=False)
-    return node
 
 
 def run_client_check(node: str, config: dict) -> dict:
-    try:
-        finished = subprocess.run([node, str(SCRIPT), json.dumps(config)], cwd=ROOT,
-                                  capture_output=True, text=True, timeout=90)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"client_check.mjs did not finish: stdout={exc.stdout!r} stderr={exc.stderr!r}")
-    assert finished.returncode == 0, (
-        f"client_check.mjs exited with {finished.returncode}:\n{finished.stderr}{finished.stdout}")
-    return json.loads(finished.stdout.strip().splitlines()[-1])
+    return run_node_script(node, SCRIPT, config)
 
 
 def test_official_js_client_polling_and_websocket_across_replicas(stack, unique):

@@ -18,9 +18,9 @@ import pytest
 from common.auth import issue_token
 from common.contract import CHAT_NAMESPACE, MAIN_NAMESPACE, Event
 from scripts.stack import ROOT
-from tests.integration.test_js_client import node_or_fail
 from tests.support.clients import RecordingClient
 from tests.support.metrics import replica_metric
+from tests.support.node import node_or_fail
 from tests.support.stack import STACK_ENV, recovery_ready, running_stack
 from tests.support.waiting import wait_until
 

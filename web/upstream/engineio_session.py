@@ -44,6 +44,8 @@ CONTRACT = Contract(
         "engineio.socket.Socket.schedule_ping": "(self)",
         "engineio.socket.Socket._send_ping": "(self)",  # what ping_now does after its sleep
         "engineio.socket.Socket.check_ping_timeout": "(self)",
+        # read with no default when the upgrade request returns (see release_handshake_environ)
+        "engineio.base_server.BaseServer._cors_headers": "(self, environ)",
         "engineio.server.Server.get_queue_empty_exception": "(self)",
         "engineio.server.Server.start_background_task": "(self, target, *args, **kwargs)",
         "engineio.server.Server.sleep": "(self, seconds=0)",
@@ -87,7 +89,7 @@ class LimitedSocket(engineio.socket.Socket):
         self.event_bucket = self.limits.event_bucket() if self.limits is not None else None
         self.outgoing_bytes = 0  # queued for this client and not yet handed to its transport
         self.dropping = False  # over the outgoing cap: being cut off
-        self.transport_ws = None  # engine.io's WebSocket wrapper, once the client upgraded
+        self.transport_ws = None  # engine.io's WebSocket wrapper that carries the session
         self.writer: WebSocketWriter | None = None  # the direct path, once on WebSocket
 
     def receive(self, pkt):
@@ -187,7 +189,6 @@ class LimitedSocket(engineio.socket.Socket):
         limits = self.limits
         if limits is None:
             return super()._websocket_handler(ws)
-        self.transport_ws = ws
 
         def wait():
             data = ws.wait()
@@ -202,17 +203,23 @@ class LimitedSocket(engineio.socket.Socket):
             limits.malformed(self.sid, "engine.io", problem)
             return None  # taken as the client closing
 
+        # A client may open two WebSockets for one session while upgrading: the first whose
+        # upgrade completes carries the session. Upstream refuses any upgrade request once the
+        # session is upgraded (Server.handle_request, Socket._upgrade_websocket); one that was
+        # already waiting here when the other completed is refused at its next step, so it never
+        # replaces the writer and transport_ws that close() and drop_slow_reader() act on.
         if self.connected:  # an upgrade from polling: the probe, then the UPGRADE packet
             self.upgrading = True  # upstream holds polling sends meanwhile
             probe = wait()
             probe = probe and eio_packet.Packet(encoded_packet=probe)
-            if not probe or probe.packet_type != eio_packet.PING or probe.data != "probe":
+            if self.upgraded or not probe or probe.packet_type != eio_packet.PING or \
+                    probe.data != "probe":
                 self.upgrading = False
                 return []
             ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
             self.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
             upgrade = wait()
-            if upgrade is None or \
+            if self.upgraded or upgrade is None or \
                     eio_packet.Packet(encoded_packet=upgrade).packet_type != eio_packet.UPGRADE:
                 self.upgrading = False
                 return []
@@ -230,6 +237,7 @@ class LimitedSocket(engineio.socket.Socket):
         for pkt in self.take_queued():
             writer.write(websocket_frame(pkt))
         self.writer = writer
+        self.transport_ws = ws
         self.queue = NO_QUEUE  # ~2.5 KB per connection that nothing reads any more
         release_handshake_environ(ws)
         if self.closed:
@@ -294,20 +302,32 @@ class LimitedSocket(engineio.socket.Socket):
             websocket.abort()
 
 
+# When the WebSocket ends, engine.io's Server.handle_request() returns from the upgrade request:
+# it builds that request's (unsent) HTTP answer from Flask-SocketIO's copy of its environ, and
+# BaseServer._cors_headers() reads REQUEST_METHOD there without a default (a KeyError traceback
+# for every upgraded session that ended). Every other key it reads with .get() or `in`; without
+# HTTP_ORIGIN it does not ask the origin check, which could not decide without the Host headers.
+ENVIRON_READ_WHEN_WEBSOCKET_ENDS = ("REQUEST_METHOD",)
+
+
 def release_handshake_environ(ws) -> None:
     """The upgrade request's environ is held, until the WebSocket ends, by the frames under the
     read loop: gevent's original and Flask-SocketIO's copy of it (python-socketio keeps its own
-    trimmed one). Nothing reads them after the upgrade, so they are emptied in place; the
-    WebSocket keeps the keys its size limit logs (web/limits.py's websocket_too_big)."""
+    trimmed one). They are emptied in place but for what is read of them later: the keys its size
+    limit logs (web/limits.py's websocket_too_big) in the WebSocket's, engine.io's at the end in
+    Flask-SocketIO's."""
     websocket = getattr(ws, "_sock", None)
     environ = getattr(ws, "environ", None)
     if not isinstance(websocket, CappedWebSocket) or environ is None:
         return
     original = websocket.environ
     websocket.environ = {key: environ[key] for key in ENVIRON_LOGGED if key in environ}
+    read_at_the_end = {key: environ[key] for key in ENVIRON_READ_WHEN_WEBSOCKET_ENDS
+                       if key in environ}
     for handshake_environ in (environ, original):
         if handshake_environ is not None:
             handshake_environ.clear()
+    environ.update(read_at_the_end)
 
 
 class _NoQueue:
