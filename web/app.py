@@ -16,7 +16,7 @@ from flask.json.provider import DefaultJSONProvider
 from common import metrics, strict_json
 from common.broker import QueueManager, create_queue_manager
 from common.contract import CHAT_NAMESPACE, MAIN_NAMESPACE, session_id_prefix, user_room
-from common.jobs import JobQueue
+from common.job_queue import JobQueue
 from common.settings import Settings, load_settings
 from web import upstream
 from web.drain import Drain
