@@ -31,6 +31,7 @@ import socketio
 from amqp.exceptions import ChannelError, NotFound
 
 from common import metrics, strict_json
+from common.backoff import Backoff
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class QueueManager(socketio.KombuManager):
 
     def _run_publisher(self) -> None:
         connection = producer = None
-        retry_delay = 0.1
+        backoff = Backoff(most=self.limits.retry_max_seconds)
         message = None
         next_keep_alive = 0.0
         while True:
@@ -148,7 +149,7 @@ class QueueManager(socketio.KombuManager):
                     self._await_queues(connection)
                     producer = connection.Producer(exchange=self.fanout_exchange())
                     self._set_publisher_connected(True)
-                    retry_delay = 0.1
+                    backoff.reset()
                 if message is None:
                     with contextlib.suppress(queue.Empty):
                         message = self._outbox.get(timeout=1)
@@ -182,8 +183,7 @@ class QueueManager(socketio.KombuManager):
                 if connection is not None:
                     drop_connection(connection)
                     connection = None
-                time.sleep(retry_delay)
-                retry_delay = min(retry_delay * 2, self.limits.retry_max_seconds)
+                backoff.wait()
 
     def await_queue(self, queue: kombu.Queue, *, create: bool = True) -> None:
         """A durable queue that must receive what this process publishes (web/recovery.py's
@@ -290,7 +290,7 @@ class QueueManager(socketio.KombuManager):
         return kombu.Queue(self.listener_queue_name, self.fanout_exchange(), **self.queue_options)
 
     def _listen(self):
-        retry_delay = 0.1
+        backoff = Backoff(most=self.limits.retry_max_seconds)
         ever_bound = False
         while True:
             try:
@@ -306,7 +306,7 @@ class QueueManager(socketio.KombuManager):
                     with consumer:  # declared and consuming: only now is the replica reachable
                         self._set_listener_bound(True)
                         ever_bound = True
-                        retry_delay = 0.1
+                        backoff.reset()
                         last_check = time.monotonic()
                         while True:
                             try:
@@ -327,8 +327,7 @@ class QueueManager(socketio.KombuManager):
                 if self.listener_bound:
                     log.error("broker listener lost its connection: %s", exc)
                 self._set_listener_bound(False)
-                time.sleep(retry_delay)
-                retry_delay = min(retry_delay * 2, self.limits.retry_max_seconds)
+                backoff.wait()
 
     def _drop_undecodable(self, message: kombu.Message, exc: Exception) -> None:
         message.ack()

@@ -44,6 +44,7 @@ from engineio import packet as eio_packet
 from socketio import packet as socketio_packet
 
 from common import metrics
+from common.backoff import Backoff
 from common.broker import recovery_log_name
 
 log = logging.getLogger(__name__)
@@ -485,7 +486,7 @@ class Recovery:
 
     def run(self) -> None:
         """The log greenlet: reads both streams for good, resuming where it stopped."""
-        retry_delay = 0.1
+        backoff = Backoff(most=self.manager.limits.retry_max_seconds)
         while True:
             try:
                 self._consume()
@@ -493,10 +494,7 @@ class Recovery:
                 if self.bound:
                     log.error("recovery log reader lost its broker connection: %s", exc)
                 self.bound = False
-                time.sleep(retry_delay)
-                retry_delay = min(retry_delay * 2, 2.0)
-            else:
-                retry_delay = 0.1
+                backoff.wait()
 
     def _consume(self) -> None:
         entries: collections.deque = collections.deque()
