@@ -113,7 +113,7 @@ class QueueManager(socketio.KombuManager):
 
     def publish_to_queue(self, queue_name: str, data: dict) -> None:
         """Publish `data` to one queue (through the default exchange), after everything queued
-        for publishing before it; never blocks (web/recovery.py's session records)."""
+        for publishing before it; never blocks (the session records of web/recovery/)."""
         self._put_in_outbox(data, queue_name)
 
     def _put_in_outbox(self, data: dict, queue_name: str | None) -> None:
@@ -186,8 +186,8 @@ class QueueManager(socketio.KombuManager):
                 backoff.wait()
 
     def await_queue(self, queue: kombu.Queue, *, create: bool = True) -> None:
-        """A durable queue that must receive what this process publishes (web/recovery.py's
-        streams): each (re)connected publisher declares it and binds it to its exchange before
+        """A durable queue that must receive what this process publishes (the streams of
+        web/recovery/): each (re)connected publisher declares it and binds it to its exchange before
         it publishes anything; with `create` False, only if it exists already."""
         self._queues_to_await.append((queue, create))
 
@@ -413,7 +413,7 @@ def create_queue_manager(settings: Settings, *, write_only: bool) -> QueueManage
 
 def recovery_log_name(channel: str) -> str:
     """The stream every emit of the channel is logged to, for connection state recovery
-    (web/recovery.py declares it)."""
+    (web/recovery/streams.py declares it)."""
     return f"{channel}.recovery-log"
 
 

@@ -22,7 +22,7 @@ LIMIT_EXCEEDED = Counter("socketio_limit_exceeded_total",
                          "per refused handshake)", ["limit"])
 PACKETS_DROPPED = Counter("socketio_packets_dropped_total", "Malformed packets dropped", ["layer"])
 
-# Connection state recovery (web/recovery.py).
+# Connection state recovery (web/recovery/).
 RECOVERIES = Counter("socketio_recovery_connects_total",
                      "Connections that asked for recovery: recovered, or a new session",
                      ["outcome"])
