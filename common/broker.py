@@ -31,6 +31,7 @@ import socketio
 from amqp.exceptions import ChannelError, NotFound
 
 from common import metrics, strict_json
+from common.backoff import Backoff
 from common.library_contract import Contract
 from common.settings import Settings
 
@@ -156,7 +157,7 @@ class QueueManager(socketio.KombuManager):
 
     def publish_to_queue(self, queue_name: str, data: dict) -> None:
         """Publish `data` to one queue (through the default exchange), after everything queued
-        for publishing before it; never blocks (web/recovery.py's session records)."""
+        for publishing before it; never blocks (the session records of web/recovery/)."""
         self._put_in_outbox(data, queue_name)
 
     def _put_in_outbox(self, data: dict, queue_name: str | None) -> None:
@@ -179,7 +180,7 @@ class QueueManager(socketio.KombuManager):
 
     def _run_publisher(self) -> None:
         connection = producer = None
-        retry_delay = 0.1
+        backoff = Backoff(most=self.limits.retry_max_seconds)
         message = None
         next_keep_alive = 0.0
         while True:
@@ -192,7 +193,7 @@ class QueueManager(socketio.KombuManager):
                     self._await_queues(connection)
                     producer = connection.Producer(exchange=self.fanout_exchange())
                     self._set_publisher_connected(True)
-                    retry_delay = 0.1
+                    backoff.reset()
                 if message is None:
                     with contextlib.suppress(queue.Empty):
                         message = self._outbox.get(timeout=1)
@@ -229,12 +230,11 @@ class QueueManager(socketio.KombuManager):
                 if connection is not None:
                     drop_connection(connection)
                     connection = None
-                time.sleep(retry_delay)
-                retry_delay = min(retry_delay * 2, self.limits.retry_max_seconds)
+                backoff.wait()
 
     def await_queue(self, queue: kombu.Queue, *, create: bool = True) -> None:
-        """A durable queue that must receive what this process publishes (web/recovery.py's
-        streams): each (re)connected publisher declares it and binds it to its exchange before
+        """A durable queue that must receive what this process publishes (the streams of
+        web/recovery/): each (re)connected publisher declares it and binds it to its exchange before
         it publishes anything; with `create` False, only if it exists already."""
         self._queues_to_await.append((queue, create))
 
@@ -344,7 +344,7 @@ class QueueManager(socketio.KombuManager):
             **self.queue_options)
 
     def _listen(self):
-        retry_delay = 0.1
+        backoff = Backoff(most=self.limits.retry_max_seconds)
         ever_bound = False
         while True:
             try:
@@ -360,7 +360,7 @@ class QueueManager(socketio.KombuManager):
                     with consumer:  # declared and consuming: only now is the replica reachable
                         self._set_listener_bound(True)
                         ever_bound = True
-                        retry_delay = 0.1
+                        backoff.reset()
                         last_check = time.monotonic()
                         while True:
                             try:
@@ -385,8 +385,7 @@ class QueueManager(socketio.KombuManager):
                 if self.listener_bound:
                     log.error("broker listener lost its connection: %s", exc)
                 self._set_listener_bound(False)
-                time.sleep(retry_delay)
-                retry_delay = min(retry_delay * 2, self.limits.retry_max_seconds)
+                backoff.wait()
 
     def _take_record(self, message: dict) -> None:
         sender = message.get("host_id")
@@ -486,7 +485,7 @@ def create_queue_manager(settings: Settings, *, write_only: bool) -> QueueManage
 
 def recovery_log_name(channel: str) -> str:
     """The stream every emit of the channel is logged to, for connection state recovery
-    (web/recovery.py declares it)."""
+    (web/recovery/streams.py declares it)."""
     return f"{channel}.recovery-log"
 
 

@@ -22,7 +22,7 @@ LIMIT_EXCEEDED = Counter("socketio_limit_exceeded_total",
                          "per refused handshake)", ["limit"])
 PACKETS_DROPPED = Counter("socketio_packets_dropped_total", "Malformed packets dropped", ["layer"])
 
-# Connection state recovery (web/recovery.py).
+# Connection state recovery (web/recovery/).
 RECOVERIES = Counter("socketio_recovery_connects_total",
                      "Connections that asked for recovery: recovered, or a new session",
                      ["outcome"])
@@ -51,7 +51,7 @@ BROKER_PUBLISHER_BLOCKED = Gauge("broker_publisher_blocked",
                                  "1 while RabbitMQ blocks this publisher (a resource alarm)",
                                  ["connection"])
 
-# Job submissions (common/jobs.py JobQueue), from every process that submits jobs.
+# Job submissions (common/job_queue.py JobQueue), from every process that submits jobs.
 JOB_SUBMISSIONS_REFUSED = Counter("job_submissions_refused_total",
                                   "Job submissions the broker did not take or confirm in time",
                                   ["reason"])

@@ -22,7 +22,8 @@ from common.contract import (
     is_reserved_room,
     user_room,
 )
-from common.jobs import EnqueueFailed, Job, NotificationRequest, now_ms
+from common.job_queue import EnqueueFailed
+from common.jobs import Job, NotificationRequest, now_ms
 from web.errors import describe
 from web.extensions import (
     current_job_queue,

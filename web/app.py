@@ -17,7 +17,7 @@ from flask.json.provider import DefaultJSONProvider
 from common import metrics, strict_json
 from common.broker import QueueManager, create_queue_manager
 from common.contract import CHAT_NAMESPACE, MAIN_NAMESPACE, session_id_prefix, user_room
-from common.jobs import JobQueue
+from common.job_queue import JobQueue
 from common.settings import Settings, load_settings
 from web import replica_control, upstream
 from web.admin import add_admin_ui
@@ -116,7 +116,7 @@ class StrictJSONProvider(DefaultJSONProvider):
 
 def add_recovery(app: Flask, settings: Settings, queue_manager: QueueManager | None,
                  hooks: upstream.ReplicaHooks) -> None:
-    """Connection state recovery for the clients that ask (web/recovery.py); it needs the broker's
+    """Connection state recovery for the clients that ask (web/recovery/); it needs the broker's
     streams, so one process without a message queue has none."""
     if queue_manager is None or not settings.recovery_window_seconds:
         return

@@ -48,7 +48,7 @@ class ChatNamespace(AnsweringNamespace):
     def on_say(self, payload):
         request = ChatSayPayload.model_validate(payload)
         # Its rooms, not its session, say where it may talk: a recovered connection gets its rooms
-        # back (web/recovery.py) but not the session it had on the replica it left, so it talks
+        # back (web/recovery/) but not the session it had on the replica it left, so it talks
         # under the default name until it joins again.
         if is_reserved_room(request.room) or request.room not in rooms(namespace=self.namespace):
             raise BadRequest(f"join room {request.room!r} before talking in it")

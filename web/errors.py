@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from common import metrics
 from common.contract import Event
-from common.jobs import EnqueueFailed
+from common.job_queue import EnqueueFailed
 from web.extensions import current_client_limits
 
 log = logging.getLogger(__name__)

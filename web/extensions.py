@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import current_app
 
 from common.broker import QueueManager
-from common.jobs import JobQueue
+from common.job_queue import JobQueue
 from common.settings import Settings
 from web.drain import Drain
 from web.limits import ClientLimits

@@ -2,7 +2,7 @@
 the others by sending too much, too fast, garbage, or by not reading.
 
 This module is policy only: what each limit is, how it is decided, how an offence is counted and
-logged. Where the libraries have no hook to apply a limit, web/upstream.py applies it, asking the
+logged. Where the libraries have no hook to apply a limit, web/upstream/ applies it, asking the
 `ClientLimits` of the replica's app.
 
 Every limit is a setting (common/settings.py), counted in `socketio_limit_exceeded_total{limit}`
@@ -303,7 +303,7 @@ class ClientLimits:
         self.half_open = HalfOpenSessions(settings.handshake_timeout_seconds,
                                           settings.max_half_open_sessions)
         # Whether a session exists and has connected no namespace: the server knows (set by
-        # web/upstream.py's install_limits).
+        # web/upstream/install.py).
         self.still_half_open: Callable[[str], bool] = lambda sid: True
 
     def event_bucket(self) -> TokenBucket:

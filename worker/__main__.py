@@ -20,7 +20,8 @@ import kombu
 from pydantic import ValidationError
 
 from common.broker import create_emitter
-from common.jobs import EnqueueFailed, Job, JobQueue, now_ms
+from common.job_queue import EnqueueFailed, JobQueue
+from common.jobs import Job, now_ms
 from common.logs import configure_logging
 from common.settings import Settings, load_settings
 from worker import deadletters

@@ -14,16 +14,9 @@ from kombu.mixins import ConsumerMixin
 from pydantic import ValidationError
 
 from common import metrics
-from common.jobs import (
-    DeadLetter,
-    dead_letter_queue,
-    decide,
-    jobs_queue,
-    now_ms,
-    queue_kind,
-    retry_queue,
-)
+from common.jobs import dead_letter_queue, jobs_queue, now_ms, queue_kind
 from worker.jobs import JOBS, Emitter, JobContext
+from worker.retry import DeadLetter, decide, retry_queue
 
 log = logging.getLogger(__name__)
 

@@ -9,16 +9,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from common.contract import MAIN_NAMESPACE, Event, user_room
-from common.jobs import (
-    Job,
-    LongTaskArgs,
-    NotifyArgs,
-    RoomTarget,
-    ServerEventArgs,
-    UserTarget,
-    now_ms,
-)
+from common.contract import MAIN_NAMESPACE, Event, RoomTarget, UserTarget, user_room
+from common.jobs import Job, LongTaskArgs, NotifyArgs, ServerEventArgs, now_ms
 
 
 class Emitter(Protocol):

@@ -13,11 +13,14 @@ import threading
 import kombu
 from amqp.exceptions import ResourceLocked
 
-from common.jobs import SCHEDULER_LOCK_QUEUE, Job, JobQueue
+from common.job_queue import JobQueue
+from common.jobs import Job
 
 log = logging.getLogger(__name__)
 
 RETRY_LEADERSHIP_SECONDS = 5.0
+# Declared exclusively by the worker that runs the scheduler: one scheduler at a time.
+SCHEDULER_LOCK_QUEUE = "jobs.scheduler-lock"
 
 
 class Scheduler(threading.Thread):

@@ -88,7 +88,7 @@ def test_three_nodes_and_quorum_job_queues_replicated_on_each(cluster_stack):
     assert running_nodes(cluster_stack, NODES[0]) == {f"rabbit@{node}" for node in NODES}
     # A job that can never run is dead-lettered: that declares jobs.dead as the worker does.
     docker("exec", cluster_stack.container_ids("worker")[0], "python", "-c",
-        "import os; from common.jobs import JobQueue; "
+        "import os; from common.job_queue import JobQueue; "
         "JobQueue(os.environ['AMQP_URL']).enqueue('no-such-job', {})")
     wait_until(lambda: "jobs.dead" in queues(cluster_stack, NODES[0]), 20)
     found = queues(cluster_stack, NODES[0])
@@ -131,7 +131,7 @@ class Load:
 
 def enqueue_long_tasks(stack, room: str, count: int) -> list[str]:
     """Queue `count` long_task jobs reporting to `room`, from inside a worker container."""
-    script = ("import os, sys; from common.jobs import JobQueue; "
+    script = ("import os, sys; from common.job_queue import JobQueue; "
               "queue = JobQueue(os.environ['AMQP_URL']); "
               f"print(' '.join(queue.enqueue('long_task', {{'room': {room!r}, "
               f"'steps': {JOB_STEPS}}}) for _ in range({count})))")

@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from common.contract import Event
-from common.jobs import DEAD_LETTER_QUEUE, JOBS_EXCHANGE, JOBS_QUEUE, Job, JobQueue, now_ms
+from common.job_queue import JobQueue
+from common.jobs import DEAD_LETTER_QUEUE, JOBS_EXCHANGE, JOBS_QUEUE, Job, now_ms
 from scripts.stack import ROOT
 from tests.support.clients import RecordingClient, on_distinct_replicas
 from tests.support.stack import STACK_ENV, api_headers, user_auth

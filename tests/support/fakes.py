@@ -21,7 +21,8 @@ import kombu
 from amqp.exceptions import NotFound
 
 from common.broker import BrokerLimits, QueueManager
-from common.jobs import DEAD_LETTER_QUEUE, JOBS_EXCHANGE, JOBS_QUEUE, retry_queue
+from common.jobs import DEAD_LETTER_QUEUE, JOBS_EXCHANGE, JOBS_QUEUE
+from worker.retry import retry_queue
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from common.contract import Event, user_room
-from common.jobs import REFUSAL_MESSAGES, EnqueueFailed, Job
+from common.job_queue import REFUSAL_MESSAGES, EnqueueFailed
+from common.jobs import Job
 from tests.support.app import TestClient, unit_settings
 from web.app import create_app
 from web.extensions import socketio
@@ -15,7 +16,7 @@ API_KEY = "unit-test-api-key-0123456789abcdef-0123"
 
 
 class FakeJobQueue:
-    """What `web` needs of common.jobs.JobQueue: `enqueue(name, args, job_id)` -> the job id."""
+    """What `web` needs of common.job_queue.JobQueue: `enqueue(name, args, job_id)` -> its id."""
 
     def __init__(self, fail: bool = False):
         self.enqueued: list[tuple[str, dict, str]] = []

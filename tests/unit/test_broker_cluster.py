@@ -12,10 +12,11 @@ import pytest
 from pydantic import ValidationError
 
 from common.contract import Event
-from common.jobs import Job, dead_letter_queue, job_message, jobs_queue, queue_kind, retry_queue
+from common.jobs import Job, dead_letter_queue, job_message, jobs_queue, queue_kind
 from common.settings import Settings, spread_amqp_urls
 from tests.support.fakes import FakeEmitter, MemoryJobBroker
 from worker.consumer import JobCancelled, JobConsumer
+from worker.retry import retry_queue
 
 NODES = [f"amqp://app:secret@rabbitmq-{n}:5672//" for n in (1, 2, 3)]
 CLUSTER_URL = ";".join(NODES)

@@ -9,10 +9,11 @@ from concurrent.futures import wait
 import pytest
 
 from common.contract import Event
-from common.jobs import DEAD_LETTER_QUEUE, JOBS_QUEUE, Job, job_message, retry_queue
+from common.jobs import DEAD_LETTER_QUEUE, JOBS_QUEUE, Job, job_message
 from tests.support.fakes import FakeEmitter, MemoryJobBroker
 from tests.support.metrics import local_metric
 from worker.consumer import JobConsumer
+from worker.retry import retry_queue
 
 RETRY_DELAYS = [0.2, 0.5]
 

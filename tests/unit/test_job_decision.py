@@ -1,4 +1,4 @@
-"""What happens to a job that failed (common.jobs.decide) and which messages are jobs at all
+"""What happens to a job that failed (worker.retry.decide) and which messages are jobs at all
 (worker.consumer.parse_job): pure functions, tested exhaustively."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.jobs import DeadLetter, Job, Retry, decide, job_message
+from common.jobs import Job, job_message
 from worker.consumer import PoisonMessage, parse_job
+from worker.retry import DeadLetter, Retry, decide
 
 ERROR = RuntimeError("boom")
 delays = st.lists(st.floats(min_value=0, max_value=3600, allow_nan=False), max_size=8)

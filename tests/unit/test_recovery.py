@@ -1,4 +1,4 @@
-"""Connection state recovery (web/recovery.py): its decisions, and its hooks in a real
+"""Connection state recovery (web/recovery/): its decisions, and its hooks in a real
 python-socketio server whose Engine.IO sends are recorded (no network, no broker)."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pytest
 import socketio
 
 from web import upstream
-from web.recovery import (
+from web.recovery import Recovery
+from web.recovery.decisions import (
     CONNECTED,
     ENDED,
     GONE,
-    Recovery,
     addressed_to,
     left_at,
     namespace_of,

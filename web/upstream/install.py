@@ -121,7 +121,7 @@ def _install_limits(sio_server, hooks: ReplicaHooks) -> None:
 
 
 def _install_connections(sio_server, hooks: ReplicaHooks) -> None:
-    """Connection state recovery (policy in web/recovery.py): the pid in the CONNECT answer, the
+    """Connection state recovery (policy in web/recovery/): the pid in the CONNECT answer, the
     sid given back, the fast path leaving recovery-capable clients to the log greenlet, and the
     disconnects it must know of."""
     handle_connect = sio_server._handle_connect

@@ -1,37 +1,16 @@
-"""Connection state recovery across replicas: Socket.IO 4.6+'s, on the wire.
+"""This replica's recovery-capable clients: the handshake, their rooms and disconnects as the
+log sees them, and delivering the log to them.
 
-A client that asks for it (CONNECT auth `{"recover": true}`, which the official client keeps
-sending on every reconnect) gets a private session id, `pid`, in the CONNECT answer, and every
-event it is sent carries the event's offset in the recovery log as its last argument. When its
-transport is lost (its replica died or drained, its network dropped), the official client
-reconnects with `{pid, offset}` in its CONNECT auth. Within RECOVERY_WINDOW_SECONDS, on any
-replica, it gets back its sid and its rooms, then every event sent meanwhile to it, its rooms or
-everyone, in order and once, then the live ones; its `socket.recovered` is true. Otherwise it is a
-new session (a new pid: `recovered` false).
-
-Where things live (docs/design.md, "Connection state recovery"):
-
-* the log: a RabbitMQ stream bound to the fan-out exchange, so every emit of every replica, of
-  the worker and of any stock emitter is appended in one order; its offsets are the ones clients
-  see. Each replica reads it from one greenlet (`run`) and delivers to its recovering-capable
-  clients from there, in log order, with the offset appended. Everyone else is served by the fast
-  path exactly as before; the two never both write the same event to one client.
-* the sessions: a second stream of small records (pid, sid, namespace, rooms, replica, state),
-  written on connect, room change and disconnect, refreshed every half window, and the replicas'
-  heartbeats; every replica reads it whole and keeps the index in memory. A session whose replica
-  stopped sending heartbeats (SIGKILL) counts as disconnected at its last one.
-* recent events: the last RECOVERY_MEMORY_EVENTS log entries in memory, so most recoveries read
-  nothing back from the broker.
-
-The library hooks (the CONNECT answer, the fast path's skip, the forced sid, room and disconnect
-bookkeeping) are installed by web/upstream.py's `install_recovery`; this module holds the policy.
+`Recovery` is what web/upstream/install.py's hooks call (the CONNECT handshake, the fast
+path's skip, room changes, disconnects) and what web/recovery/streams.py feeds, in log order: each
+entry of the recovery log (`logged`), each session record (`on_record`). Nothing here talks to the
+broker but through the manager's outbox and the streams' `read_back`.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
-import contextlib
 import logging
 import secrets
 import threading
@@ -39,51 +18,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import kombu
 from engineio import packet as eio_packet
 from socketio import packet as socketio_packet
 
 from common import metrics
-from common.broker import recovery_log_name
+from web.recovery.decisions import (
+    CONNECTED,
+    ENDED,
+    GONE,
+    ROOMS,
+    RecoveryUnavailable,
+    addressed_to,
+    left_at,
+    namespace_of,
+    parse_offset,
+    replayable,
+    supersedes,
+)
+from web.recovery.streams import HEARTBEAT_SECONDS, RecoveryStreams
 
 log = logging.getLogger(__name__)
-
-HEARTBEAT_SECONDS = 5.0
-RETENTION_MARGIN_SECONDS = 60
-LOG_MAX_BYTES = 500_000_000
-LOG_SEGMENT_BYTES = 16_000_000
-SESSIONS_MAX_BYTES = 100_000_000
-SESSIONS_SEGMENT_BYTES = 4_000_000
-PREFETCH = 1000
-ACK_EVERY_SECONDS, ACK_EVERY_MESSAGES = 1.0, PREFETCH // 4  # well within the prefetch credit
-READ_BACK_TIMEOUT_SECONDS = 5.0
-
-CONNECTED, GONE, ENDED = "connected", "gone", "ended"
-ROOMS = "recovery_rooms"  # a log entry: a client's rooms from here on
-
-
-class Acks:
-    """Stream deliveries acknowledged a batch at a time (one `multiple` ack per channel): an ack
-    per event was a write(2) per event, about 5 % of a replica's CPU under a steady fan-out."""
-
-    def __init__(self) -> None:
-        self.last: dict[int, object] = {}  # channel id -> its last delivery not acked yet
-        self.count = 0
-
-    def later(self, message) -> None:
-        self.last[id(message.channel)] = message
-        self.count += 1
-
-    def send(self) -> None:
-        for message in self.last.values():
-            message.ack(multiple=True)
-        self.last.clear()
-        self.count = 0
-
-
-class RecoveryUnavailable(Exception):
-    """Why a client that came back with a pid gets a new session (logged once): its session is
-    unknown or too old, or the log no longer holds what it missed (retention, a failed read)."""
 
 
 @dataclass(eq=False)
@@ -105,62 +59,9 @@ class Client:
     generation: int = 1
 
 
-# -- pure decisions ----------------------------------------------------------------------------
-
-def replayable(message: dict) -> bool:
-    """Events that get an offset: emits without a callback (an ack cannot be restored elsewhere,
-    as in the reference server)."""
-    return (isinstance(message, dict) and message.get("method") == "emit"
-            and message.get("callback") is None and isinstance(message.get("event"), str))
-
-
-def addressed_to(message: dict, sid: str, rooms, namespace: str) -> bool:
-    """Whether an emit of the log reaches a client with this sid and rooms (the sid is a room)."""
-    if (message.get("namespace") or "/") != namespace:
-        return False
-    skip = message.get("skip_sid")
-    if skip == sid or (isinstance(skip, list) and sid in skip):
-        return False
-    room = message.get("room")
-    if room is None:
-        return True
-    wanted = room if isinstance(room, list) else [room]
-    return any(r == sid or r in rooms for r in wanted)
-
-
-def parse_offset(value) -> int | None:
-    if isinstance(value, str) and value.isdigit() and len(value) < 20:
-        return int(value)
-    return None
-
-
-def left_at(record: dict, replica_heartbeats: dict) -> float:
-    """When the session's client left. A session still recorded as connected left when its
-    replica was last heard of: only its client knows the pid, so a client that comes back with it
-    has lost that connection, even if its replica (killed, cut off) has not noticed yet."""
-    if record.get("state") == GONE:
-        return record.get("at", 0.0)
-    return max(replica_heartbeats.get(record.get("replica"), 0.0), record.get("at", 0.0))
-
-
-def supersedes(record: dict, known: dict | None) -> bool:
-    """Each (re)connection of a pid is one generation further: a late record of an older one (the
-    replica that lost the client noticing after it was recovered elsewhere) changes nothing."""
-    return known is None or record.get("generation", 0) >= known.get("generation", 0)
-
-
-def namespace_of(encoded: str) -> str:
-    """The namespace of an encoded Socket.IO packet (`2/chat,[...]`, `51-/chat,[...]`)."""
-    start = encoded.index("-") + 1 if encoded[:1] in ("5", "6") else 1
-    if encoded[start:start + 1] == "/":
-        end = encoded.find(",", start)
-        return encoded[start:end] if end > 0 else encoded[start:]
-    return "/"
-
-
-# -- the replica's side ------------------------------------------------------------------------
-
 class Recovery:
+    """Connection state recovery on this replica: the policy; its broker I/O is `streams`."""
+
     def __init__(self, server, manager, *, window_seconds: float, memory_events: int,
                  memory_bytes: int = 16_000_000,
                  namespaces, replica_id: str, restores_room=lambda room: True, clock=time.time):
@@ -173,8 +74,6 @@ class Recovery:
         self.restores_room = restores_room
         self.replica = f"{replica_id}.{manager.host_id[:8]}"
         self.clock = clock
-        self.log_name = recovery_log_name(manager.channel)
-        self.sessions_name = f"{manager.channel}.recovery-sessions"
         self.checkpoint_seconds = max(5.0, window_seconds / 2)
         # Recent replayable entries, bounded in count and in bytes (their size as published).
         self.memory: collections.deque[tuple[int, dict]] = collections.deque()
@@ -183,7 +82,6 @@ class Recovery:
         self.memory_events_max, self.memory_bytes_max = memory_events, memory_bytes
         self.memory_from = -1  # memory holds every replayable entry after this offset
         self.position = -1  # the last log offset this replica handled (-1: none yet)
-        self.sessions_position = -1
         self.sessions: dict[str, dict] = {}  # pid -> its latest record
         self.heartbeats: dict[str, float] = {}  # replica -> when last heard
         self.connecting: dict[tuple[str, str], Client] = {}  # (eio_sid, namespace)
@@ -195,15 +93,13 @@ class Recovery:
         self.eio_sids: collections.Counter[str] = collections.Counter()  # the fast path skips
         self.forced_sids: dict[int, str] = {}  # thread/greenlet id -> the sid to give back
         self.disconnect_reasons: dict[tuple[str, str], str] = {}
-        # The server's own (unwrapped) packet writer; web/upstream.py's install_recovery sets it.
+        # The server's own (unwrapped) packet writer; ReplicaHooks.use_recovery (web/upstream/registry.py) sets it.
         self.send_eio_packet: Callable[[str, object], None] | None = None
-        self.bound = False
-        # Whatever the publisher holds while the broker is away goes into the log, and the session
-        # records into theirs, once it is back (common.broker's `_await_queues`).
-        manager.await_queue(self.log_queue("next"))
-        manager.await_queue(self.sessions_queue("first"))
+        self.streams = RecoveryStreams(manager, window_seconds=window_seconds,
+                                       checkpoint_seconds=self.checkpoint_seconds,
+                                       replica=self.replica, clock=clock)
 
-    # -- the handshake (called by web/upstream.py's wrappers) ---------------------------------
+    # -- the handshake (called by web/upstream/install.py's wrappers) ---------------------------------
 
     def wants(self, namespace: str, auth) -> bool:
         return (namespace in self.namespaces and isinstance(auth, dict)
@@ -260,7 +156,7 @@ class Recovery:
         if start >= self.memory_from:  # all in memory (and nothing yields until it is copied)
             earlier = [entry for entry in self.memory if start < entry[0] <= client.read_until]
         else:
-            earlier = self.read_back(start + 1, client.read_until)
+            earlier = self.streams.read_back(start + 1, client.read_until)
         client.missed = earlier + client.missed  # those logged meanwhile come after
         client.pid, client.sid, client.start = pid, record["sid"], start
         client.rooms = list(record.get("rooms", ()))
@@ -296,7 +192,7 @@ class Recovery:
         else:
             metrics.RECOVERIES.labels("new").inc()
 
-    # -- the fast path's skip, rooms and disconnects (web/upstream.py) ------------------------
+    # -- the fast path's skip, rooms and disconnects (web/upstream/install.py) ------------------------
 
     def served_by_log(self, eio_sid: str, encoded) -> bool:
         """Whether the fast path leaves this packet to the log greenlet (it is for a
@@ -318,7 +214,7 @@ class Recovery:
             rooms = self.manager.get_rooms(sid, namespace)
             self._record(client, CONNECTED, rooms)
             # In the log after every emit this replica published before it (one outbox).
-            self.manager.publish_to_queue(self.log_name, {
+            self.manager.publish_to_queue(self.streams.log_name, {
                 "method": ROOMS, "namespace": namespace, "sid": sid, "rooms": rooms})
 
     def _set_view(self, client: Client, rooms) -> None:
@@ -370,7 +266,7 @@ class Recovery:
                   "since": client.since, "replica": self.replica, "state": state,
                   "generation": client.generation, "at": self.clock()}
         self.on_record(record)  # this replica knows at once; the others through the stream
-        self.manager.publish_to_queue(self.sessions_name, record)
+        self.manager.publish_to_queue(self.streams.sessions_name, record)
 
     # -- delivering from the log ----------------------------------------------------------
 
@@ -463,149 +359,17 @@ class Recovery:
         for pid in [pid for pid, r in self.sessions.items() if now - r.get("at", 0) > horizon]:
             del self.sessions[pid]
 
-    # -- the streams --------------------------------------------------------------------------
-
-    def log_queue(self, offset) -> kombu.Queue:
-        return kombu.Queue(
-            self.log_name, self.manager.fanout_exchange(), durable=True,
-            queue_arguments={"x-queue-type": "stream",
-                             "x-max-age": f"{int(self.window) + RETENTION_MARGIN_SECONDS}s",
-                             "x-max-length-bytes": LOG_MAX_BYTES,
-                             "x-stream-max-segment-size-bytes": LOG_SEGMENT_BYTES},
-            consumer_arguments={"x-stream-offset": offset})
-
-    def sessions_queue(self, offset) -> kombu.Queue:
-        retention = int(self.window + self.checkpoint_seconds) + RETENTION_MARGIN_SECONDS
-        return kombu.Queue(
-            self.sessions_name, durable=True,
-            queue_arguments={"x-queue-type": "stream", "x-max-age": f"{retention}s",
-                             "x-max-length-bytes": SESSIONS_MAX_BYTES,
-                             "x-stream-max-segment-size-bytes": SESSIONS_SEGMENT_BYTES},
-            consumer_arguments={"x-stream-offset": offset})
-
     def run(self) -> None:
-        """The log greenlet: reads both streams for good, resuming where it stopped."""
-        retry_delay = 0.1
-        while True:
-            try:
-                self._consume()
-            except Exception as exc:
-                if self.bound:
-                    log.error("recovery log reader lost its broker connection: %s", exc)
-                self.bound = False
-                time.sleep(retry_delay)
-                retry_delay = min(retry_delay * 2, 2.0)
-            else:
-                retry_delay = 0.1
-
-    def _consume(self) -> None:
-        entries: collections.deque = collections.deque()
-        records: collections.deque = collections.deque()
-        with self.manager.broker_connection() as connection:
-            log_start = self.position + 1 if self.position >= 0 else "next"
-            sessions_start = self.sessions_position + 1 if self.sessions_position >= 0 else "first"
-            log_queue, sessions_queue = self.log_queue(log_start), self.sessions_queue(
-                sessions_start)
-            accept = ["text/plain", "application/json"]
-            log_consumer = kombu.Consumer(connection.channel(), [log_queue], accept=accept,
-                                          prefetch_count=PREFETCH,
-                                          callbacks=[lambda _, m: entries.append(m)])
-            sessions_consumer = kombu.Consumer(connection.channel(), [sessions_queue],
-                                               accept=accept, prefetch_count=PREFETCH,
-                                               callbacks=[lambda _, m: records.append(m)])
-            with log_consumer, sessions_consumer:
-                if self.position < 0:  # where "next" is: a mark of our own, read back
-                    connection.Producer().publish(
-                        self.manager.json.dumps({"method": "recovery_mark",
-                                                 "replica": self.replica}),
-                        exchange=kombu.Exchange(""), routing_key=self.log_name)
-                self.bound = True
-                log.info("recovery log reader bound to streams %s and %s", self.log_name,
-                         self.sessions_name)
-                next_heartbeat = next_checkpoint = next_ack = 0.0
-                acks = Acks()
-                while True:
-                    try:
-                        connection.drain_events(timeout=1)
-                    except TimeoutError:
-                        pass
-                    while records:
-                        message = records.popleft()
-                        self.sessions_position = message.headers.get("x-stream-offset", -1)
-                        acks.later(message)
-                        self.on_record(self._decode(message))
-                    while entries:
-                        message = entries.popleft()
-                        offset = message.headers.get("x-stream-offset")
-                        acks.later(message)
-                        if isinstance(offset, int):
-                            self.logged(offset, self._decode(message), len(message.body))
-                    now = time.monotonic()
-                    if now >= next_ack or acks.count >= ACK_EVERY_MESSAGES:
-                        acks.send()
-                        next_ack = now + ACK_EVERY_SECONDS
-                    if now >= next_heartbeat:
-                        connection.heartbeat_check()
-                        self.manager.publish_to_queue(self.sessions_name, {
-                            "kind": "replica", "replica": self.replica, "at": self.clock()})
-                        next_heartbeat = now + HEARTBEAT_SECONDS
-                    if now >= next_checkpoint:
-                        if next_checkpoint:
-                            self.checkpoint()
-                        self.prune()
-                        next_checkpoint = now + self.checkpoint_seconds
+        """The log greenlet (web/app.py starts it): reads the streams into this object for good."""
+        self.streams.run(self)
 
     def checkpoint(self) -> None:
         """Every connected session's record again, so that it outlives the stream's retention."""
         for client in list(self.clients.values()):
             self._record(client, CONNECTED, self.manager.get_rooms(client.sid, client.namespace))
 
-    def _decode(self, message):
-        try:
-            payload = message.payload
-            return self.manager.json.loads(payload) if isinstance(payload, (str, bytes)) \
-                else payload
-        except ValueError:
-            return None
-
-    def read_back(self, first: int, last: int) -> list[tuple[int, dict]]:
-        """The replayable entries of the log from offset `first` to `last`, from the stream."""
-        entries: list[tuple[int, dict]] = []
-        seen = [first - 1]
-        deadline = time.monotonic() + READ_BACK_TIMEOUT_SECONDS
-
-        def take(_, message):
-            offset = message.headers.get("x-stream-offset")
-            message.ack()
-            if not isinstance(offset, int) or offset < first or offset > last:
-                return
-            if offset != seen[0] + 1:
-                raise RecoveryUnavailable(f"the log starts after offset {first}")
-            seen[0] = offset
-            data = self._decode(message)
-            if replayable(data):
-                entries.append((offset, data))
-
-        try:
-            with self.manager.broker_connection() as connection:
-                consumer = kombu.Consumer(connection.channel(), [self.log_queue(first)],
-                                          accept=["text/plain", "application/json"],
-                                          prefetch_count=PREFETCH, callbacks=[take])
-                with consumer:
-                    while seen[0] < last:
-                        if time.monotonic() > deadline:
-                            raise RecoveryUnavailable("reading the log back took too long")
-                        with contextlib.suppress(TimeoutError):
-                            connection.drain_events(timeout=0.5)
-        except RecoveryUnavailable:
-            raise
-        except Exception as exc:
-            raise RecoveryUnavailable(f"reading the log back failed: {exc}") from exc
-        metrics.RECOVERY_READ_BACK.inc(last - first + 1)
-        return entries
-
     def status(self) -> dict:
-        return {"ready": self.bound and self.position >= 0, "position": self.position,
+        return {"ready": self.streams.bound and self.position >= 0, "position": self.position,
                 "clients": len(self.clients), "sessions_known": len(self.sessions),
                 "in_memory": len(self.memory),
                 "in_memory_bytes": self.memory_bytes}

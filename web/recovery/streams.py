@@ -1,0 +1,228 @@
+"""Connection state recovery's streams on the broker: reading them, and reading the log back.
+
+Two RabbitMQ streams (web/recovery/__init__.py says what they hold): the recovery log, bound to
+the fan-out exchange, and the sessions stream. Each replica reads both from one greenlet, for good,
+resuming where it stopped after a lost connection, acknowledging a batch at a time; it announces
+itself on the sessions stream every HEARTBEAT_SECONDS and has its sessions checkpointed every
+half window. A recovery that needs entries no longer in memory reads them back from the log.
+What is read goes to a `LogReader` (web/recovery/clients.py's Recovery), which decides.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import kombu
+
+from common import metrics
+from common.backoff import Backoff
+from common.broker import recovery_log_name
+from web.recovery.decisions import RecoveryUnavailable, replayable
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+RETENTION_MARGIN_SECONDS = 60
+LOG_MAX_BYTES = 500_000_000
+LOG_SEGMENT_BYTES = 16_000_000
+SESSIONS_MAX_BYTES = 100_000_000
+SESSIONS_SEGMENT_BYTES = 4_000_000
+PREFETCH = 1000
+ACK_EVERY_SECONDS, ACK_EVERY_MESSAGES = 1.0, PREFETCH // 4  # well within the prefetch credit
+READ_BACK_TIMEOUT_SECONDS = 5.0
+
+
+class Acks:
+    """Stream deliveries acknowledged a batch at a time (one `multiple` ack per channel): an ack
+    per event was a write(2) per event, about 5 % of a replica's CPU under a steady fan-out."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, object] = {}  # channel id -> its last delivery not acked yet
+        self.count = 0
+
+    def later(self, message) -> None:
+        self.last[id(message.channel)] = message
+        self.count += 1
+
+    def send(self) -> None:
+        for message in self.last.values():
+            message.ack(multiple=True)
+        self.last.clear()
+        self.count = 0
+
+
+class LogReader(Protocol):
+    """What the streams are read into (web/recovery/clients.py's Recovery)."""
+
+    position: int  # the last log offset it handled (-1: none yet): reading resumes after it
+
+    def logged(self, offset: int, message, size: int) -> None:
+        """One entry of the log, in order."""
+
+    def on_record(self, record) -> None:
+        """One record of the sessions stream, in order."""
+
+    def checkpoint(self) -> None:
+        """Record every connected session again (every `checkpoint_seconds`)."""
+
+    def prune(self) -> None:
+        """Forget the sessions too old to be recovered."""
+
+
+class RecoveryStreams:
+    """The recovery log and the sessions stream of one replica."""
+
+    def __init__(self, manager, *, window_seconds: float, checkpoint_seconds: float,
+                 replica: str, clock: Callable[[], float]):
+        self.manager = manager  # common.broker.QueueManager
+        self.window = window_seconds
+        self.checkpoint_seconds = checkpoint_seconds
+        self.replica = replica
+        self.clock = clock
+        self.log_name = recovery_log_name(manager.channel)
+        self.sessions_name = f"{manager.channel}.recovery-sessions"
+        self.sessions_position = -1
+        self.bound = False
+        # Whatever the publisher holds while the broker is away goes into the log, and the session
+        # records into theirs, once it is back (common.broker's `_await_queues`).
+        manager.await_queue(self.log_queue("next"))
+        manager.await_queue(self.sessions_queue("first"))
+
+    def log_queue(self, offset) -> kombu.Queue:
+        return kombu.Queue(
+            self.log_name, self.manager.fanout_exchange(), durable=True,
+            queue_arguments={"x-queue-type": "stream",
+                             "x-max-age": f"{int(self.window) + RETENTION_MARGIN_SECONDS}s",
+                             "x-max-length-bytes": LOG_MAX_BYTES,
+                             "x-stream-max-segment-size-bytes": LOG_SEGMENT_BYTES},
+            consumer_arguments={"x-stream-offset": offset})
+
+    def sessions_queue(self, offset) -> kombu.Queue:
+        retention = int(self.window + self.checkpoint_seconds) + RETENTION_MARGIN_SECONDS
+        return kombu.Queue(
+            self.sessions_name, durable=True,
+            queue_arguments={"x-queue-type": "stream", "x-max-age": f"{retention}s",
+                             "x-max-length-bytes": SESSIONS_MAX_BYTES,
+                             "x-stream-max-segment-size-bytes": SESSIONS_SEGMENT_BYTES},
+            consumer_arguments={"x-stream-offset": offset})
+
+    def run(self, reader: LogReader) -> None:
+        """The log greenlet: reads both streams into `reader` for good, resuming where it
+        stopped."""
+        backoff = Backoff(most=self.manager.limits.retry_max_seconds)
+        while True:
+            try:
+                self._consume(reader)
+            except Exception as exc:
+                if self.bound:
+                    log.error("recovery log reader lost its broker connection: %s", exc)
+                self.bound = False
+                backoff.wait()
+
+    def _consume(self, reader: LogReader) -> None:
+        entries: collections.deque = collections.deque()
+        records: collections.deque = collections.deque()
+        with self.manager.broker_connection() as connection:
+            log_start = reader.position + 1 if reader.position >= 0 else "next"
+            sessions_start = self.sessions_position + 1 if self.sessions_position >= 0 else "first"
+            log_queue, sessions_queue = self.log_queue(log_start), self.sessions_queue(
+                sessions_start)
+            accept = ["text/plain", "application/json"]
+            log_consumer = kombu.Consumer(connection.channel(), [log_queue], accept=accept,
+                                          prefetch_count=PREFETCH,
+                                          callbacks=[lambda _, m: entries.append(m)])
+            sessions_consumer = kombu.Consumer(connection.channel(), [sessions_queue],
+                                               accept=accept, prefetch_count=PREFETCH,
+                                               callbacks=[lambda _, m: records.append(m)])
+            with log_consumer, sessions_consumer:
+                if reader.position < 0:  # where "next" is: a mark of our own, read back
+                    connection.Producer().publish(
+                        self.manager.json.dumps({"method": "recovery_mark",
+                                                 "replica": self.replica}),
+                        exchange=kombu.Exchange(""), routing_key=self.log_name)
+                self.bound = True
+                log.info("recovery log reader bound to streams %s and %s", self.log_name,
+                         self.sessions_name)
+                next_heartbeat = next_checkpoint = next_ack = 0.0
+                acks = Acks()
+                while True:
+                    try:
+                        connection.drain_events(timeout=1)
+                    except TimeoutError:
+                        pass
+                    while records:
+                        message = records.popleft()
+                        self.sessions_position = message.headers.get("x-stream-offset", -1)
+                        acks.later(message)
+                        reader.on_record(self._decode(message))
+                    while entries:
+                        message = entries.popleft()
+                        offset = message.headers.get("x-stream-offset")
+                        acks.later(message)
+                        if isinstance(offset, int):
+                            reader.logged(offset, self._decode(message), len(message.body))
+                    now = time.monotonic()
+                    if now >= next_ack or acks.count >= ACK_EVERY_MESSAGES:
+                        acks.send()
+                        next_ack = now + ACK_EVERY_SECONDS
+                    if now >= next_heartbeat:
+                        connection.heartbeat_check()
+                        self.manager.publish_to_queue(self.sessions_name, {
+                            "kind": "replica", "replica": self.replica, "at": self.clock()})
+                        next_heartbeat = now + HEARTBEAT_SECONDS
+                    if now >= next_checkpoint:
+                        if next_checkpoint:
+                            reader.checkpoint()
+                        reader.prune()
+                        next_checkpoint = now + self.checkpoint_seconds
+
+
+    def _decode(self, message):
+        try:
+            payload = message.payload
+            return self.manager.json.loads(payload) if isinstance(payload, (str, bytes)) \
+                else payload
+        except ValueError:
+            return None
+
+    def read_back(self, first: int, last: int) -> list[tuple[int, dict]]:
+        """The replayable entries of the log from offset `first` to `last`, from the stream."""
+        entries: list[tuple[int, dict]] = []
+        seen = [first - 1]
+        deadline = time.monotonic() + READ_BACK_TIMEOUT_SECONDS
+
+        def take(_, message):
+            offset = message.headers.get("x-stream-offset")
+            message.ack()
+            if not isinstance(offset, int) or offset < first or offset > last:
+                return
+            if offset != seen[0] + 1:
+                raise RecoveryUnavailable(f"the log starts after offset {first}")
+            seen[0] = offset
+            data = self._decode(message)
+            if replayable(data):
+                entries.append((offset, data))
+
+        try:
+            with self.manager.broker_connection() as connection:
+                consumer = kombu.Consumer(connection.channel(), [self.log_queue(first)],
+                                          accept=["text/plain", "application/json"],
+                                          prefetch_count=PREFETCH, callbacks=[take])
+                with consumer:
+                    while seen[0] < last:
+                        if time.monotonic() > deadline:
+                            raise RecoveryUnavailable("reading the log back took too long")
+                        with contextlib.suppress(TimeoutError):
+                            connection.drain_events(timeout=0.5)
+        except RecoveryUnavailable:
+            raise
+        except Exception as exc:
+            raise RecoveryUnavailable(f"reading the log back failed: {exc}") from exc
+        metrics.RECOVERY_READ_BACK.inc(last - first + 1)
+        return entries
+
