@@ -42,10 +42,12 @@ class Drain:
         return refuse_new_session(start_response, REFUSAL)
 
     def refuse_new_sessions_while_draining(self, wsgi_app):
-        """Polling handshakes; WebSocket ones are refused before their upgrade (web/upstream/gevent_websocket.py's
-        ReplicaWebSocketHandler), since gevent-websocket answers 101 before the app runs."""
+        """Polling handshakes; WebSocket ones are refused before their upgrade
+        (web/upstream/gevent_websocket.py's ReplicaWebSocketHandler), since gevent-websocket
+        answers 101 before the app runs."""
         # A bound method, not the middleware object: CPython 3.11 calls it inline, without one
-        # more C-level frame under every WebSocket's blocking read (see web/upstream/engineio_session.py).
+        # more C-level frame under every WebSocket's blocking read (see
+        # web/upstream/engineio_session.py).
         call_app = wsgi_app if inspect.isroutine(wsgi_app) else wsgi_app.__call__
 
         def middleware(environ, start_response):

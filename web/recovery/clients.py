@@ -93,13 +93,14 @@ class Recovery:
         self.eio_sids: collections.Counter[str] = collections.Counter()  # the fast path skips
         self.forced_sids: dict[int, str] = {}  # thread/greenlet id -> the sid to give back
         self.disconnect_reasons: dict[tuple[str, str], str] = {}
-        # The server's own (unwrapped) packet writer; ReplicaHooks.use_recovery (web/upstream/registry.py) sets it.
+        # The server's own (unwrapped) packet writer; ReplicaHooks.use_recovery
+        # (web/upstream/registry.py) sets it.
         self.send_eio_packet: Callable[[str, object], None] | None = None
         self.streams = RecoveryStreams(manager, window_seconds=window_seconds,
                                        checkpoint_seconds=self.checkpoint_seconds,
                                        replica=self.replica, clock=clock)
 
-    # -- the handshake (called by web/upstream/install.py's wrappers) ---------------------------------
+    # -- the handshake (called by web/upstream/install.py's wrappers) --------------------------
 
     def wants(self, namespace: str, auth) -> bool:
         return (namespace in self.namespaces and isinstance(auth, dict)
@@ -192,7 +193,7 @@ class Recovery:
         else:
             metrics.RECOVERIES.labels("new").inc()
 
-    # -- the fast path's skip, rooms and disconnects (web/upstream/install.py) ------------------------
+    # -- the fast path's skip, rooms and disconnects (web/upstream/install.py) -----------------
 
     def served_by_log(self, eio_sid: str, encoded) -> bool:
         """Whether the fast path leaves this packet to the log greenlet (it is for a
