@@ -4,7 +4,8 @@ logs.
 Browsers, and Node's socket.io-client by default, start on long-polling and upgrade to WebSocket.
 engine.io answers the upgrade request only when its WebSocket ends, from that request's WSGI
 environ, which a replica empties once the session runs on WebSocket
-(web/upstream/engineio_session.py's release_handshake_environ): every upgraded session that ended logged a 30-line KeyError traceback.
+(web/upstream/engineio_session.py's release_handshake_environ): every upgraded session that
+ended logged a 30-line KeyError traceback.
 WebSocket-only and long-polling-only sessions end here too.
 """
 
