@@ -1,5 +1,6 @@
 """The figure of a `make bench` run: per scenario, web CPU per 1,000 deliveries, latency p50/p99
-and memory per connection of each system, side by side (docs/benchmarks.png).
+and memory per connection of each system, side by side (docs/benchmarks-latest.png, or
+docs/benchmarks-before.png for SECTION=before).
 
     .venv-loadtest/bin/python -m bench.plot RESULTS.json OUTPUT.png
 

@@ -1,6 +1,6 @@
 """The replica's shared objects, for handler modules to import without importing the app factory.
 
-`socketio` is created unbound and bound to the app in `create_app()` (web/__init__.py); the
+`socketio` is created unbound and bound to the app in `create_app()` (web/app.py); the
 `current_*` accessors find the app's collaborators while a request or event is handled.
 """
 

@@ -1,6 +1,6 @@
 """The seam to the libraries: every override of a library internal lives in this package, one
-module per library it bends (as python-engineio keeps one module per server library in its
-async_drivers/). Each module starts with its CONTRACT: the members it reads and the versions they
+module per library it bends (as python-engineio keeps one module per server library among its
+async drivers). Each module starts with its CONTRACT: the members it reads and the versions they
 were read at (common/library_contract.py; tests/unit/test_upstream_contract.py checks them).
 
   registry.py          ReplicaHooks: what the replica keeps per server and who listens to what
