@@ -207,13 +207,16 @@ class QueueManager(socketio.KombuManager):
                 queued_at, data, queue_name = message
                 if queue_name is None:
                     producer.publish(self.json.dumps(data))
+                    route = "socketio"
                 elif queue_name == TO_RECORDS:
                     records = self.records_exchange()
                     producer.publish(self.json.dumps(data), exchange=records, declare=[records])
+                    route = "records"
                 else:
                     producer.publish(self.json.dumps(data), exchange=DEFAULT_EXCHANGE,
                                      routing_key=queue_name)
-                metrics.QUEUE_PUBLISHES.inc()
+                    route = "queue"
+                metrics.QUEUE_PUBLISHES.labels(route).inc()
                 metrics.EMIT_LATENCY.observe(time.monotonic() - queued_at)
                 metrics.QUEUE_OUTBOX.dec()
                 self._outbox.task_done()

@@ -32,7 +32,9 @@ RECOVERY_READ_BACK = Counter("socketio_recovery_read_back_entries_total",
                              "Log entries read back from the stream for recoveries")
 
 # The broker, in every process that uses it.
-QUEUE_PUBLISHES = Counter("broker_publishes_total", "Messages published to the fan-out exchange")
+QUEUE_PUBLISHES = Counter("broker_publishes_total", "Messages published to the broker, by route: "
+                          "the Socket.IO exchange (socketio), the records between replicas "
+                          "(records), one queue (queue)", ["route"])
 QUEUE_PUBLISH_FAILURES = Counter("broker_publish_failures_total",
                                  "Failed publish attempts (the message is retried)")
 QUEUE_RECEIVES = Counter("broker_receives_total", "Messages received from the fan-out exchange")

@@ -5,6 +5,7 @@ on another replica), then the page itself in Chromium, served by the stack."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import requests
@@ -13,7 +14,8 @@ from playwright.sync_api import expect
 
 from common.contract import ADMIN_NAMESPACE, MAIN_NAMESPACE, Event
 from tests.support.browser import ARTIFACTS
-from tests.support.clients import on_distinct_replicas
+from tests.support.clients import RecordingClient, on_distinct_replicas
+from tests.support.metrics import read_metric
 from tests.support.stack import STACK_ENV, api_headers, running_stack
 from tests.support.waiting import wait_until
 
@@ -36,7 +38,7 @@ class AdminClient:
         self.received: dict[str, list] = {}
         self.lock = threading.Lock()
         for name in ("config", "all_sockets", "server_stats", "socket_connected",
-                     "socket_disconnected", "room_joined"):
+                     "socket_disconnected", "room_joined", "event_sent", "event_received"):
             self.sio.on(name, self.recorder(name), namespace=ADMIN_NAMESPACE)
         self.sio.connect(url, namespaces=[ADMIN_NAMESPACE], transports=["websocket"],
                          auth={"username": "ops", "password": password}, wait_timeout=10)
@@ -59,6 +61,60 @@ class AdminClient:
 def test_wrong_credentials_are_refused(admin_stack):
     with pytest.raises(socketio.exceptions.ConnectionError, match="failed to connect"):
         AdminClient(admin_stack.url, password="wrong")
+
+
+def publishes(stack, route: str) -> float:
+    return sum(read_metric(replica.url, "broker_publishes_total", f'route="{route}"')
+               for replica in stack.web)
+
+
+BROADCASTS = 10
+LISTENERS = 20
+PAYLOAD = "x" * 8_000  # under the fan-out cap (16 KB), over what a report shows (1 KB)
+
+
+def broadcast_from(sender: RecordingClient, listeners: list[RecordingClient], tag: str) -> None:
+    """BROADCASTS client broadcasts of 8 KB, each received by every listener."""
+    for index in range(BROADCASTS):
+        sender.sio.emit(Event.MY_BROADCAST_EVENT,
+                        {"data": {"tag": f"{tag}-{index}", "pad": PAYLOAD}})
+    last = f"{tag}-{BROADCASTS - 1}"
+    for listener in listeners:
+        listener.wait_for(Event.MY_RESPONSE, lambda p: isinstance(p.get("data"), dict)
+                          and p["data"].get("tag") == last)
+
+
+def test_reports_cost_nothing_until_an_admin_watches_and_stay_bounded(admin_stack, clients,
+                                                                       unique):
+    """Runs before any admin connects here (a lease outlives an admin by up to 30 s)."""
+    listeners = [RecordingClient(admin_stack.url).connect() for _ in range(LISTENERS)]
+    clients.extend(listeners)
+    sender = listeners[0]
+    time.sleep(3)  # presence's records of the connects go out first
+    before = {route: publishes(admin_stack, route) for route in ("socketio", "records")}
+    broadcast_from(sender, listeners, f"quiet-{unique}")
+    quiet = {route: publishes(admin_stack, route) - before[route]
+             for route in ("socketio", "records")}
+    # One publish per broadcast; records are presence's heartbeats only (each replica: one
+    # every 2 s at most), not reports per recipient (upstream: BROADCASTS x LISTENERS and more).
+    print(f"publishes while no admin watches, {BROADCASTS} broadcasts to {LISTENERS}: {quiet}")
+    assert quiet["socketio"] == BROADCASTS, quiet
+    assert quiet["records"] <= 10, quiet
+
+    admin = AdminClient(admin_stack.url)
+    try:
+        wait_until(lambda: admin.got("server_stats"), timeout=10, what="the first server stats")
+        broadcast_from(sender, listeners, f"watched-{unique}")
+        wait_until(lambda: len(admin.got("event_sent")) >= BROADCASTS, timeout=10,
+                   what="event_sent reports")
+        shown = [args[2] for args in admin.got("event_sent") + admin.got("event_received")]
+        assert shown and all(PAYLOAD not in str(data) for data in shown), (
+            "a 16 KB payload was republished whole")
+        assert any("bytes, not shown" in str(data) for data in shown)
+        stats = admin.got("server_stats")[-1][0]
+        assert {"/", "/chat", "/echo"} <= {each["name"] for each in stats["namespaces"]}
+    finally:
+        admin.sio.disconnect()
 
 
 def test_the_namespace_sees_and_acts_on_every_replica(admin_stack, clients, unique):
