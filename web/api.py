@@ -166,17 +166,24 @@ def emit_events():
 @blueprint.post("/disconnect")
 def disconnect_user():
     """Disconnect every connection of a user, on every replica; its clients do not reconnect by
-    themselves (Socket.IO's "io server disconnect")."""
+    themselves (Socket.IO's "io server disconnect").
+
+    Each replica disconnects its own after the request has been answered, so no count of closed
+    connections exists here: `connections` is how many of the user's connections (one per
+    namespace, as GET /api/users/<id>/connections lists them) the presence view knew of, which
+    lags connects and disconnects by about a second."""
     _require_api_key()
     try:
         request_ = DisconnectRequest.model_validate(_strict_json())
     except ValidationError as exc:
         _fail(400, f"invalid request: {describe(exc)}")
     _require_publisher()
+    known = len(current_presence().connections_of(request_.user))
     control_every_replica(socketio.server, DISCONNECT_ROOM, room=user_room(request_.user),
                           namespace=MAIN_NAMESPACE, whole_connection=True)
-    log.info("disconnecting user %r on every replica", request_.user)
-    return {"user": request_.user}, 202
+    log.info("disconnecting user %r on every replica (%d connection(s) known)", request_.user,
+             known)
+    return {"user": request_.user, "connections": known}, 202
 
 
 # -- presence (web/presence.py): what this replica's view of the cluster says ------------------

@@ -106,29 +106,53 @@ def test_signed_in_tab_gets_its_user_notifications(open_tab, stack, api_headers,
     signed_in.screenshot("notified")
 
 
+def _expect_signed_in_controls(page, signed_in: bool) -> None:
+    """"Start a job" and "Sign out" work only when signed in; the job area says why if not."""
+    expect(page.get_by_role("button", name="Start a job")).to_be_enabled(enabled=signed_in)
+    expect(page.get_by_role("button", name="Sign out")).to_be_enabled(enabled=signed_in)
+    expect(page.locator("#job-requirement")).to_be_visible(visible=not signed_in)
+
+
 def test_job_progress_bar_reaches_100_percent(open_tab, unique):
     tab = open_tab("jobs")
     page = tab.page
-    # Jobs are for signed-in users: an anonymous click is answered with the reason.
-    page.get_by_role("button", name="Start a job").click()
-    expect(page.locator("#log")).to_contain_text("sign in to start a job",
-                                                 timeout=EVENT_TIMEOUT_MS)
+    start = page.get_by_role("button", name="Start a job")
+    status = page.locator("#job-status")
+    # Jobs are for signed-in users: while anonymous the button says so, beside it.
+    _expect_signed_in_controls(page, signed_in=False)
+    expect(start).to_have_accessible_description(re.compile("needs sign-in"))
+    # Should the page think it is signed in when the server does not, the refusal shows in the
+    # job area, not only in the Received log.
+    page.locator("#job-start-button").evaluate("button => { button.disabled = false; }")
+    start.click()
+    expect(status).to_have_text("Not started: sign in to start a job", timeout=EVENT_TIMEOUT_MS)
+    tab.screenshot("refused")
+
     page.get_by_label("User name").fill(f"jobs-{unique}")
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#user")).to_have_text(f"jobs-{unique}", timeout=EVENT_TIMEOUT_MS)
+    _expect_signed_in_controls(page, signed_in=True)
     page.get_by_label("Steps").fill("4")
-    page.get_by_role("button", name="Start a job").click()
-    expect(page.locator("#job-status")).to_contain_text("Job ", timeout=EVENT_TIMEOUT_MS)
+    start.click()
+    expect(status).to_contain_text("Job ", timeout=EVENT_TIMEOUT_MS)
     tab.screenshot("started")
 
     expect(page.locator("#job-progress")).to_have_js_property("value", 100, timeout=JOB_TIMEOUT_MS)
     expect(page.locator("#job-percent")).to_have_text("100%")
-    expect(page.locator("#job-status")).to_contain_text("done", timeout=EVENT_TIMEOUT_MS)
+    # The result is shown for people, not as JSON.
+    expect(status).to_have_text(re.compile(r"^Job \w+ done: steps: 4, attempt: 1$"),
+                                timeout=EVENT_TIMEOUT_MS)
+    expect(page.locator(f'#log li[data-kind="{Event.JOB_DONE}"]')).to_have_text(
+        re.compile(r": steps: 4, attempt: 1$"))
     # Every step's progress arrived, in order, not only the end.
     progress = page.locator(f'#log li[data-kind="{Event.JOB_PROGRESS}"]').all_inner_texts()
     percents = [int(m) for line in progress for m in re.findall(r": (\d+)%$", line)]
     assert percents == [25, 50, 75, 100], progress
     tab.screenshot("done")
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#user")).to_have_text("anonymous", timeout=EVENT_TIMEOUT_MS)
+    _expect_signed_in_controls(page, signed_in=False)
 
 
 def test_page_reconnects_after_its_replica_restarts(open_tab, stack):
@@ -136,7 +160,7 @@ def test_page_reconnects_after_its_replica_restarts(open_tab, stack):
     page = tab.page
     replica_id = tab.replica()
     session_before = page.locator("#session").inner_text()
-    expect(page.locator("#recovery")).to_have_text("new session")
+    expect(page.locator("#recovery")).to_have_text("first connection")  # nothing to recover yet
     replica = next(r for r in stack.web if r.replica_id == replica_id)
     assert session_before.startswith(f"127.0.0.1.{replica.port}."), session_before
 

@@ -21,6 +21,7 @@ def test_rooms_are_joined_again_after_sign_in_and_after_a_reconnect(
         open_tab, stack, api_headers, unique):
     tab = open_tab("rooms")
     page = tab.page
+    expect(page.locator("#recovery")).to_have_text("first connection")
     room = f"room-{unique}"
     page.get_by_label("Room to join").fill(room)
     page.get_by_role("button", name="Join room").click()
@@ -31,6 +32,8 @@ def test_rooms_are_joined_again_after_sign_in_and_after_a_reconnect(
     page.get_by_label("User name").fill(f"user-{unique}")
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#user")).to_have_text(f"user-{unique}", timeout=EVENT_TIMEOUT_MS)
+    # Signing in reconnects: a new session, in none of the rooms until the page joins them.
+    expect(page.locator("#recovery")).to_have_text("new session")
     expect(in_room).to_have_count(2, timeout=EVENT_TIMEOUT_MS)  # joined again by itself
     emit_to_room(stack, api_headers, room, f"after sign-in {unique}")
     expect(page.locator("#log")).to_contain_text(f"after sign-in {unique}",
@@ -59,4 +62,8 @@ def test_sign_in_refused_by_the_server_says_why_on_the_page(open_tab):
     expect(page.locator("#identity-state")).to_have_text(f"Sign-in is unavailable: {reason}")
     expect(page.get_by_role("button", name="Sign in")).to_be_disabled()
     expect(page.locator("#user")).to_have_text("anonymous")
+    # The job area, whose button needs sign-in, says it is unavailable too.
+    expect(page.get_by_role("button", name="Start a job")).to_be_disabled()
+    expect(page.locator("#job-requirement")).to_contain_text(
+        "Sign-in is unavailable on this server.")
     tab.screenshot("refused")

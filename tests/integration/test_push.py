@@ -69,8 +69,19 @@ def test_disconnect_reaches_the_users_connections_on_every_replica(stack, client
     bystander = signed_in(stack, f"other-{unique}").connect()
     clients.append(bystander)
 
+    users_connections = len(clients) - 1
+
+    def every_replica_knows_them() -> bool:
+        return all(len(requests.get(f"{replica.url}/api/users/{user}/connections",
+                                    headers=api_headers(), timeout=5).json()["connections"])
+                   == users_connections for replica in stack.web)
+
+    wait_until(every_replica_knows_them, timeout=10,
+               what="every replica's presence view has the user's connections")
     answer = api(stack, "disconnect", {"user": user})
-    assert answer.status_code == 202 and answer.json() == {"user": user}
+    assert answer.status_code == 202
+    # What presence knew of when it was asked: the replicas disconnect after answering.
+    assert answer.json() == {"user": user, "connections": users_connections}
     wait_until(lambda: not any(c.sio.connected for c in clients if c is not bystander),
                timeout=10, what="every connection of the user closed")
     assert bystander.sio.connected and bystander.info()["user"] == f"other-{unique}"

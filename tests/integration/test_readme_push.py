@@ -78,6 +78,8 @@ def test_every_readme_backend_command_works_as_written(stack, clients, tmp_path)
     everyone, _, alices = (json.loads(line) for line in presence.splitlines())
     assert README_USER in everyone["users"] and everyone["anonymous"] >= 1
     assert alices["user"] == README_USER and alices["connections"]
+    disconnected = next(out for code, out in printed.items() if "/disconnect" in code)
+    assert set(json.loads(disconnected)) == {"user", "connections"}, disconnected
 
 
 def test_make_run_prints_lines_that_work_when_pasted(clients):

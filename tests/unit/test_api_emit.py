@@ -127,10 +127,24 @@ def test_disconnect_closes_every_namespace_of_the_users_connections(app, connect
     alice.connect(namespace=CHAT_NAMESPACE)
     bob = signed_in(connect, "bob")
     answer = post(app, "disconnect", {"user": "alice"})
-    assert answer.status_code == 202 and answer.get_json() == {"user": "alice"}
+    assert answer.status_code == 202
+    assert answer.get_json() == {"user": "alice", "connections": 2}  # on / and on /chat
     assert not alice.is_connected(MAIN_NAMESPACE)
     assert not alice.is_connected(CHAT_NAMESPACE)
     assert bob.is_connected()
+
+
+def test_disconnect_answers_with_the_connections_presence_knew_of(app, connect):
+    """Replicas disconnect after the answer: the count is what the presence view knew, and a
+    user it knows nothing of is answered with 0, not refused."""
+    signed_in(connect, "carol")
+    signed_in(connect, "carol")
+    assert post(app, "disconnect", {"user": "carol"}).get_json() == {
+        "user": "carol", "connections": 2}
+    assert post(app, "disconnect", {"user": "carol"}).get_json() == {
+        "user": "carol", "connections": 0}
+    assert post(app, "disconnect", {"user": "nobody"}).get_json() == {
+        "user": "nobody", "connections": 0}
 
 
 @pytest.mark.parametrize("body", [{}, {"user": ""}, {"user": 5}, {"user": "a", "x": 1}])

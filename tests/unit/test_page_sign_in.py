@@ -37,3 +37,22 @@ def test_the_page_says_why_sign_in_is_unavailable(settings, named):
     assert state["enabled"] is False and named in state["reason"]
     assert re.search(r'id="identity-state"[^>]*>Sign-in is unavailable: [^<]*' + re.escape(named),
                      html)
+
+
+def start_tag(html: str, element_id: str) -> str:
+    return re.search(rf'<[a-z]+\b[^>]*\bid="{element_id}"[^>]*>', html).group(0)
+
+
+@pytest.mark.parametrize("demo_login", [True, False])
+def test_starting_a_job_and_signing_out_wait_for_sign_in(demo_login):
+    """The page loads anonymous: both controls start disabled (app.js enables them once the
+    server names a user), and the job area says why, where the button is."""
+    html = rendered(demo_login=demo_login)
+    start = start_tag(html, "job-start-button")
+    assert " disabled" in start and 'aria-describedby="job-requirement"' in start
+    assert " disabled" in start_tag(html, "sign-out-button")
+    requirement = re.search(r'id="job-requirement"[^>]*>(.*?)</p>', html, re.S).group(1)
+    assert "Starting a job needs sign-in" in requirement
+    # Where sign-in is off the button can never work here: the job area says so too.
+    unavailable = start_tag(html, "job-sign-in-unavailable")
+    assert (" hidden" in unavailable) == demo_login

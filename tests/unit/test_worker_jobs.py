@@ -20,8 +20,10 @@ def run(name: str, args: dict, attempt: int = 1, job_id: str = "job-1",
     return emitter
 
 
-def test_every_job_name_has_a_function():
-    assert set(JOBS) == {Job.NOTIFY, Job.LONG_TASK, Job.SERVER_EVENT}
+def test_every_job_name_has_a_function_and_every_function_a_name():
+    names = {value for name, value in vars(Job).items() if name.isupper()}
+    assert names, "Job lists no job names"
+    assert set(JOBS) == names
 
 
 @pytest.mark.parametrize(("to", "room"), [

@@ -71,17 +71,23 @@
   }
 
   /**
-   * Emit with an acknowledgement; `onReply` gets the reply, failures go to the log.
+   * Emit with an acknowledgement; `onReply` gets the reply. Failures go to the log, and to
+   * `onFailure` (if given) as a sentence, for a control that shows its own outcome.
    * A `payload` of undefined sends no argument at all (handlers without parameters need that).
    */
-  function request(target, event, payload, onReply) {
+  function request(target, event, payload, onReply, onFailure) {
     const args = payload === undefined ? [] : [payload];
     target.timeout(ACK_TIMEOUT_MS).emit(event, ...args, (err, reply) => {
       if (err) {
-        log(event, "no answer from the server within " + ACK_TIMEOUT_MS / 1000 + " s");
-      } else if (!isError(reply)) {
+        const reason = "no answer from the server within " + ACK_TIMEOUT_MS / 1000 + " s";
+        log(event, reason);
+        if (onFailure) onFailure(reason);
+      } else if (isError(reply)) {
+        // The error also arrives as an error_response event, which logs it.
+        if (onFailure) onFailure(reply.error);
+      } else {
         onReply(reply);
-      } // an error reply also arrives as an error_response event, which logs it
+      }
     });
   }
 
@@ -115,19 +121,30 @@
       byId("replica").textContent = info.replica;
       byId("replica").title = info.address + " (pid " + info.pid + ")";
       byId("transport").textContent = info.transport || socket.io.engine.transport.name;
-      byId("user").textContent = info.user || "anonymous";
+      showUser(info.user);
     });
   }
+
+  // "Reconnected as" means nothing until the first connection has been lost.
+  let connectedBefore = false;
 
   socket.on("connect", () => {
     setStatus("connected", "connected");
     // The Engine.IO session id starts with the replica's address: nginx routes by it.
     byId("session").textContent = socket.io.engine.id;
-    byId("recovery").textContent = socket.recovered ? "recovered" : "new session";
+    let connected = "connected to the main namespace";
+    if (!connectedBefore) {
+      byId("recovery").textContent = "first connection";
+    } else if (socket.recovered) {
+      byId("recovery").textContent = "recovered";
+      connected = "reconnected: session, rooms and missed events recovered";
+    } else {
+      byId("recovery").textContent = "new session";
+      connected = "reconnected as a new session";
+    }
+    connectedBefore = true;
     refreshServerInfo();
-    log("connect", socket.recovered
-      ? "reconnected: session, rooms and missed events recovered"
-      : "connected to the main namespace");
+    log("connect", connected);
     socket.emit(EVENT.MY_EVENT, { data: "I'm connected!" });
     rejoinRooms();
   });
@@ -190,6 +207,18 @@
     byId("identity-state").textContent = "Sign-in is unavailable: " + reason;
     byId("identity-state").dataset.state = "unavailable";
     for (const control of byId("identity-form").elements) control.disabled = true;
+    byId("job-sign-in-unavailable").hidden = false;
+  }
+
+  /**
+   * Who the server says this connection is (null: anonymous). Signing out and starting a job
+   * make sense only when signed in (the server refuses jobs to anonymous connections).
+   */
+  function showUser(user) {
+    byId("user").textContent = user || "anonymous";
+    byId("sign-out-button").disabled = !user;
+    byId("job-start-button").disabled = !user;
+    byId("job-requirement").hidden = Boolean(user);
   }
 
   if (!config.demo_login.enabled) signInUnavailable(config.demo_login.reason);
@@ -382,6 +411,15 @@
   let currentJob = null;
   const jobStates = new Map(); // job_id -> the last progress or done event seen
 
+  /** A job's result for people: {"steps": 4, "attempt": 1} -> "steps: 4, attempt: 1". */
+  function describeResult(result) {
+    if (result === null || result === undefined) return "no result";
+    if (typeof result !== "object" || Array.isArray(result)) return describe(result);
+    const fields = Object.entries(result).map(([key, value]) =>
+      key.replaceAll("_", " ") + ": " + describe(value));
+    return fields.length ? fields.join(", ") : "no result";
+  }
+
   function showJob(jobId) {
     const state = jobStates.get(jobId);
     if (jobId !== currentJob || !state) return;
@@ -390,7 +428,7 @@
     byId("job-progress").textContent = percent + "%";
     byId("job-percent").textContent = percent + "%";
     byId("job-status").textContent = state.done
-      ? "Job " + jobId + " done: " + describe(state.result)
+      ? "Job " + jobId + " done: " + describeResult(state.result)
       : "Job " + jobId + ": step " + state.step + " of " + state.steps + ".";
   }
 
@@ -403,6 +441,8 @@
       currentJob = reply.job_id;
       byId("job-status").textContent = "Job " + currentJob + " started.";
       showJob(currentJob); // its first events may have arrived before the ack
+    }, (reason) => {
+      byId("job-status").textContent = "Not started: " + reason;
     });
   });
 
@@ -415,7 +455,7 @@
   socket.on(EVENT.JOB_DONE, (msg) => {
     jobStates.set(msg.job_id, { done: true, result: msg.result });
     showJob(msg.job_id);
-    log(EVENT.JOB_DONE, msg.job_id + ": " + describe(msg.result));
+    log(EVENT.JOB_DONE, msg.job_id + ": " + describeResult(msg.result));
   });
 
   byId("clear-log-button").addEventListener("click", () => byId("log").replaceChildren());
