@@ -9,6 +9,8 @@ REPLICAS ?= 3
 PORT ?= 8080
 WORKERS ?= 1
 AMQP_URL ?=
+# The private RabbitMQ's port; unset: scripts/stack.py's default (5673).
+AMQP_PORT ?=
 PYTEST_ARGS ?=
 
 .PHONY: help install run lint test test-unit test-integration soak clean
@@ -17,18 +19,22 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements/dev.lock
+	@echo "installing the pinned Python dependencies into $(VENV) (requirements/dev.lock)..."
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.lock
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
+	@echo "installing the pinned Node packages into node_modules (package-lock.json)..."
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 install: $(VENV)/.installed node_modules/.installed ## install Python (.venv) and Node dependencies
 
-run: $(VENV)/.installed ## run the whole stack natively on 127.0.0.1:$(PORT) (REPLICAS, WORKERS, AMQP_URL)
-	$(PY) -m scripts.stack --replicas $(REPLICAS) --port $(PORT) --workers $(WORKERS) --amqp-url "$(AMQP_URL)"
+# The stack itself needs no Node packages: the page's Socket.IO client is committed (web/static/vendor/).
+run: $(VENV)/.installed ## run the whole stack natively on 127.0.0.1:$(PORT) (PORT, REPLICAS, WORKERS, AMQP_URL, AMQP_PORT)
+	$(PY) -m scripts.stack --replicas $(REPLICAS) --port $(PORT) --workers $(WORKERS) --amqp-url "$(AMQP_URL)" \
+		$(if $(AMQP_PORT),--amqp-port $(AMQP_PORT))
 
 lint: $(VENV)/.installed ## ruff (pinned in requirements/dev.lock, rules in pyproject.toml) on every Python file
 	$(VENV)/bin/ruff check .
@@ -36,7 +42,8 @@ lint: $(VENV)/.installed ## ruff (pinned in requirements/dev.lock, rules in pypr
 test: install $(LOADTEST_VENV)/.installed ## run every test against the real stack (this is what CI runs)
 	scripts/pytest.sh $(PY) tests $(PYTEST_ARGS)
 
-test-unit: $(VENV)/.installed ## unit tests only: no network, seconds
+# node_modules: tests/unit/test_vendored_js.py compares the committed client with the pinned one.
+test-unit: $(VENV)/.installed node_modules/.installed ## unit tests only: no network, seconds
 	scripts/pytest.sh $(PY) tests/unit $(PYTEST_ARGS)
 
 test-integration: install ## integration tests: private RabbitMQ, nginx, 3 replicas, the worker
@@ -106,6 +113,7 @@ LOADTEST_RUN = $(PY) -m loadtest.run --replicas $(REPLICAS) $(strip $(foreach kn
 .PHONY: loadtest loadtest-compare
 
 $(LOADTEST_VENV)/.installed: requirements/loadtest.lock
+	@echo "installing Locust and matplotlib into $(LOADTEST_VENV) (requirements/loadtest.lock; once, about a minute)..."
 	test -x $(LOADTEST_VENV)/bin/python || python3 -m venv $(LOADTEST_VENV)
 	$(LOADTEST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/loadtest.lock
 	touch $@

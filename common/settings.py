@@ -281,6 +281,21 @@ def spread_amqp_urls(amqp_url: str, rng: random.Random | None = None) -> str:
     return ";".join(urls[start:] + urls[:start])
 
 
+# Besides its clients' sockets (two each while long-polling: the pending GET and a POST), a replica
+# holds its broker connections, log files and libraries.
+REPLICA_SPARE_OPEN_FILES = 256
+
+
+def open_files_for_clients(clients: int) -> int:
+    """The open-file limit a replica needs for MAX_CLIENTS_PER_REPLICA = `clients`."""
+    return 2 * clients + REPLICA_SPARE_OPEN_FILES
+
+
+def clients_within_open_files(limit: int) -> int:
+    """The most clients a replica can hold under an open-file limit of `limit`."""
+    return max(1, (limit - REPLICA_SPARE_OPEN_FILES) // 2)
+
+
 def warn_about_unknown_variables(environ: dict[str, str]) -> list[str]:
     """Warn about variables that look like a misspelt setting (AMPQ_URL for AMQP_URL)."""
     known = {name.upper() for name in Settings.model_fields}

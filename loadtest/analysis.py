@@ -6,11 +6,14 @@ Shared by the Locust side (loadtest/locustfile.py, in .venv-loadtest) and the ru
 Definitions:
   * a fan-out message (kind `broadcast`, `notify` or `room`) is EXPECTED by every client that was
     connected (for `room`: had its join acknowledged) before the message was sent, and did not
-    close within DISCONNECT_GRACE seconds after it was sent;
+    drop out within DISCONNECT_GRACE seconds after it was sent (the run's own stop, after its
+    drain, is not a drop: a client it stops is expected to have had everything sent before);
   * it is RECEIVED by such a client when the client recorded its id; a second copy is a duplicate;
   * the delivery ratio is received / expected over all (message, expected client) pairs;
-  * latency is receive time minus the send timestamp carried in the payload (one machine, one clock;
-    across machines, synchronize the clocks or read the latencies as clock offsets too).
+  * latency is receive time minus the send time (one machine, one clock; across machines,
+    synchronize the clocks or read the latencies as clock offsets too), over exactly the deliveries
+    counted as received: a receipt that is not one (a client that dropped out just after, a message
+    whose send failed on the sender's side) has no latency sample either.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import bisect
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 FANOUT_KINDS = ("broadcast", "notify", "room")
@@ -51,9 +54,9 @@ def distribution(values: Iterable[float]) -> dict[str, Any]:
     }
 
 
-def delivery(clients: dict[str, dict], received: dict[str, set], messages: dict[str, dict],
-             grace: float = DISCONNECT_GRACE) -> dict[str, Any]:
-    """Expected vs received for every fan-out message, per kind and in total."""
+def expected_receivers(clients: dict[str, dict], messages: dict[str, dict],
+                       grace: float = DISCONNECT_GRACE) -> Iterator[tuple[str, dict, list[str]]]:
+    """(id, message, ids of the clients expected to receive it) for every fan-out message."""
     # Clients eligible for broadcasts, sorted by when they became reachable.
     reachable = [(c["connected"], cid) for cid, c in clients.items() if c.get("connected")]
     reachable.sort()
@@ -63,20 +66,46 @@ def delivery(clients: dict[str, dict], received: dict[str, set], messages: dict[
             by_room[c["room"]].append((c["joined"], cid))
     for members in by_room.values():
         members.sort()
+    for mid, m in messages.items():
+        sent = m["t"]
+        pool = by_room.get(m.get("room") or "", []) if m["k"] == "room" else reachable
+        cut = bisect.bisect_left(pool, (sent, ""))
+        yield mid, m, [cid for _, cid in pool[:cut] if not dropped_out(clients[cid], sent, grace)]
 
+
+def dropped_out(client: dict, sent: float, grace: float) -> bool:
+    """Whether a client closed too soon after a send to be expected to have it. The run stopping
+    its clients (after the drain) does not count: with a drain shorter than the grace, every
+    client would otherwise be excused from the messages of the steady phase's last seconds."""
+    closed = client.get("closed")
+    return closed is not None and closed <= sent + grace and not client.get("stopping")
+
+
+def delivered_samples(clients: dict[str, dict], received: dict[str, dict[str, float]],
+                      messages: dict[str, dict],
+                      grace: float = DISCONNECT_GRACE) -> list[tuple[float, float, str]]:
+    """(receive time, latency in ms, kind) of each delivery `delivery()` counts as received, and
+    of no other receipt, so that the latency figures and the deliveries are the same set.
+    `received`: client id -> {message id: receive time}."""
+    samples = []
+    for mid, m, receivers in expected_receivers(clients, messages, grace):
+        for cid in receivers:
+            at = received.get(cid, {}).get(mid)
+            if at is not None:
+                samples.append((at, (at - m["t"]) * 1000.0, m["k"]))
+    return samples
+
+
+def delivery(clients: dict[str, dict], received: dict[str, dict[str, float]],
+             messages: dict[str, dict], grace: float = DISCONNECT_GRACE) -> dict[str, Any]:
+    """Expected vs received for every fan-out message, per kind and in total."""
     totals: dict[str, Counter] = defaultdict(Counter)
     missing: Counter = Counter()  # lost deliveries by what happened to their client
     worst: list[tuple[float, str, str]] = []
-    for mid, m in messages.items():
+    for mid, m, receivers in expected_receivers(clients, messages, grace):
         kind, sent = m["k"], m["t"]
-        pool = by_room.get(m.get("room") or "", []) if kind == "room" else reachable
-        cut = bisect.bisect_left(pool, (sent, ""))
-        expected = got = 0
-        for _, cid in pool[:cut]:
-            closed = clients[cid].get("closed")
-            if closed is not None and closed <= sent + grace:
-                continue
-            expected += 1
+        expected, got = len(receivers), 0
+        for cid in receivers:
             if mid in received.get(cid, ()):
                 got += 1
             else:

@@ -72,8 +72,10 @@ class Recorder:
     def __init__(self):
         self.clients: dict[str, dict] = {}
         self.dirty: set[str] = set()
-        self.received: dict[str, list[str]] = defaultdict(list)
+        self.received: dict[str, list[tuple[str, float]]] = defaultdict(list)  # (id, at)
         self.messages: list[dict] = []
+        # Every receipt's latency, for the live progress line only: the results take the
+        # latencies of the counted deliveries from `received` (analysis.delivered_samples).
         self.samples: list[tuple[float, float, str]] = []
         self.lags: list[tuple[float, float]] = []  # (time, ms this process's loop was late)
         self.counts: Counter = Counter()  # send failures and client-library events, by cause
@@ -108,7 +110,7 @@ class Aggregate:
 
     def __init__(self):
         self.clients: dict[str, dict] = {}
-        self.received: dict[str, set] = defaultdict(set)
+        self.received: dict[str, dict[str, float]] = defaultdict(dict)  # cid -> {id: at}
         self.messages: dict[str, dict] = {}
         self.samples: list[tuple[float, float, str]] = []
         self.lags: list[tuple[float, float]] = []
@@ -118,8 +120,8 @@ class Aggregate:
     def merge(self, delta: dict) -> None:
         for record in delta.get("clients", ()):
             self.clients[record["cid"]] = dict(record)
-        for cid, ids in delta.get("received", {}).items():
-            self.received[cid].update(ids)
+        for cid, receipts in delta.get("received", {}).items():
+            self.received[cid].update(receipts)  # (id, receive time) pairs
         for message in delta.get("messages", ()):
             self.messages[message["id"]] = message
         self.samples.extend(tuple(s) for s in delta.get("samples", ()))
@@ -276,7 +278,7 @@ class SocketIOClient(User):
             dups[kind] = dups.get(kind, 0) + 1
             return
         self.seen.add(mid)
-        RECORDER.received[self.cid].append(mid)
+        RECORDER.received[self.cid].append((mid, now / 1000.0))
         RECORDER.samples.append((now / 1000.0, now - float(data.get("t", now)), kind))
 
     def _on_response(self, payload=None):
@@ -563,7 +565,10 @@ def results_document(environment) -> dict:
     p = PHASES
     steady = (p.steady_start, p.steady_end) if p.steady_start else None
     clients = AGGREGATE.clients
-    samples = AGGREGATE.samples
+    # Fan-out latencies of the counted deliveries only, so that their count is the delivery
+    # table's `received`; echo round trips as measured.
+    samples = analysis.delivered_samples(clients, AGGREGATE.received, AGGREGATE.messages) + [
+        s for s in AGGREGATE.samples if s[2] == analysis.ECHO_KIND]
     steady_deliveries = sum(
         1 for t, _, k in samples
         if k in analysis.FANOUT_KINDS and steady and steady[0] <= t <= steady[1])

@@ -61,6 +61,9 @@ def plot_latency(runs: list[dict]) -> str:
         ax.set_xlabel("seconds since start")
         ax.set_ylabel("ms")
         ax.set_yscale("symlog", linthresh=10)
+        # Latencies are never negative; left alone, the symmetric log scale mirrors its margin
+        # below 0 and the axis starts at -10 ms.
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _png(fig)
@@ -155,8 +158,8 @@ def _verdicts(runs: list[dict]) -> str:
                      + "".join(f"<br>{html.escape(r)}" for r in reasons) + "</div>")
     targets = (runs[0].get("verdict") or {}).get("targets") if runs else None
     if targets:
-        parts.append("<p>Targets: " + html.escape(", ".join(f"{k} {v}" for k, v in
-                                                             targets.items()))
+        parts.append("<p>Targets: " + html.escape(", ".join(f"{k} {summary.plain(v)}"
+                                                            for k, v in targets.items()))
                      + ". A run is not meaningful when the machine or the generator was the "
                      "bottleneck (CPU steal, a busy machine, a generator process at a full core, "
                      "a late generator event loop).</p>")
@@ -184,7 +187,8 @@ def render(doc: dict) -> str:
         f"&middot; {doc['machine']['cores']} cores ({html.escape(doc['machine']['cpu_model'])}), "
         f"load average at start {doc['machine']['load_average_at_start'][0]:.2f} &middot; "
         f"{doc.get('wall_seconds', '?')} s wall-clock</p>"),
-        "<p>Scenario: " + html.escape(", ".join(f"{k}={v}" for k, v in scenario.items())) + "</p>",
+        "<p>Scenario: " + html.escape(", ".join(f"{k}={summary.plain(v)}"
+                                                for k, v in scenario.items())) + "</p>",
         _verdicts(runs),
         "<h2>Summary</h2>",
         _table(summary.table(doc)),

@@ -211,8 +211,9 @@ def run_scenario(args, knobs: dict[str, Any], target: Target, stamp: str) -> dic
     command, timeout = locust_command(knobs, target, locust_results, run_id)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LOADTEST_API_KEY": target.api_key,
            "PYTHONUNBUFFERED": "1"}
-    print(f"\nloadtest: {target.label}: {knobs['clients']} clients at {knobs['spawn_rate']}/s, "
-          f"{knobs['duration']:g}s steady, scenario {args.scenario} -> {target.url}", flush=True)
+    print(f"\nloadtest: {target.label}: {summary.plain(knobs['clients'])} clients at "
+          f"{summary.plain(knobs['spawn_rate'])}/s, {summary.plain(knobs['duration'])}s steady, "
+          f"scenario {args.scenario} -> {target.url}", flush=True)
     started = time.time()
     popen = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                              start_new_session=True)

@@ -30,6 +30,16 @@ def _num(value: Any, digits: int = 1, unit: str = "") -> str:
     return text + unit
 
 
+def plain(value: Any) -> str:
+    """A parameter as a person writes it: 1,500 clients, a rate of 0.0333 (not 0.03333333333333333),
+    150 rather than 150.0; anything else as it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:.3g}"
+    return f"{int(value):,}"
+
+
 def _spread(run: dict) -> str:
     per_replica = _get(run, "locust", "clients", "per_replica") or {}
     return " / ".join(f"{name} {n}" for name, n in sorted(per_replica.items())) or "-"

@@ -18,6 +18,7 @@ from pydantic_core import PydanticUndefined
 
 from common.settings import Settings
 from scripts import nginx_defaults
+from scripts.stack import DEFAULT_AMQP_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "configuration.md"
@@ -53,7 +54,8 @@ ROWS: list[tuple[tuple[str, ...], str, str | None]] = [
      "Socket.IO namespace within the timeout is closed; beyond the count of such sessions per "
      "replica, new handshakes get a 503 with a JSON reason"), None),
     (("max_clients_per_replica",), ("gunicorn `worker_connections`; the open-file limit is raised "
-     "to match"), None),
+     "to match. Unset, a native stack (`make run`) lowers it to what a lower hard limit "
+     "(`ulimit -Hn`) allows, and says so once"), None),
     (("web_host", "web_port"), "where a replica listens", None),
     (("replica_id",), "the replica's name in logs and `server_info`", "`<hostname>-<pid>`"),
     (("replica_id_from_dns",), ("containers: `REPLICA_ID` defaults to the container's name as "
@@ -93,8 +95,10 @@ Every setting is an environment variable, read once by `common/settings.py`. A v
 like a misspelt setting (`AMPQ_URL`) is warned about.
 """
 
-NGINX_INTRO = """\
-`make run` takes `REPLICAS` (3), `PORT` (8080), `WORKERS` (1) and `AMQP_URL`.
+NGINX_INTRO = f"""\
+`make run` takes `REPLICAS` (3), `PORT` (8080), `WORKERS` (1), `AMQP_URL` (a RabbitMQ of your
+own; unset, it starts a private one) and `AMQP_PORT` ({DEFAULT_AMQP_PORT}: that private RabbitMQ's
+port).
 
 ## nginx
 

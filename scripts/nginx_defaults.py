@@ -47,3 +47,9 @@ NATIVE = {
     "NGINX_NEW_SESSION_RATE": "500r/s",
     "NGINX_NEW_SESSION_BURST": "2000",
 }
+
+# nginx/native.conf.template's open-file limit and connections; nginx/container.conf has the same
+# (tests/unit/test_nginx_main_config.py). A native run lowers both to the hard open-file limit it
+# inherits (scripts/stack.py), where nginx could not raise it and would warn on every start.
+OPEN_FILES = 65536
+WORKER_CONNECTIONS = 32768

@@ -1,11 +1,14 @@
 """The native stack: `make run` in the foreground, and the stacks of the tests and the load test.
 
 It starts, each in its own process group (scripts/supervisor.py runs them):
-  * RabbitMQ, a private broker in a temporary directory (unless --amqp-url names one),
+  * RabbitMQ, a private broker in a temporary directory (unless --amqp-url names one), on
+    127.0.0.1:--amqp-port (5673; a free port instead, said so, when that one is taken),
   * --replicas web replicas (gunicorn, one gevent-websocket worker each) on free loopback ports,
   * --workers worker processes,
   * nginx on 127.0.0.1:--port, from nginx/socketio.conf.template.
-Ctrl-C or SIGTERM stops everything it started and removes the temporary directory.
+Whatever exits unexpectedly (a replica SIGKILLed, the worker crashing) is restarted after a short
+backoff, with a line on stderr. Ctrl-C or SIGTERM stops everything it started and removes the
+temporary directory.
 
 What runs is a `ServiceSet`: how to describe a replica, a worker and nginx as `Service`s. `APP` is
 this project's; loadtest/baseline/stack.py's `BASELINE` is the plain Flask-SocketIO recipe.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -35,7 +39,9 @@ from scripts.supervisor import (
     Service,
     StartupFailed,
     Supervisor,
+    announce_on_stderr,
     free_port,
+    port_is_free,
     render,
     wait_for_http,
     wait_for_port,
@@ -53,12 +59,22 @@ __all__ = [  # what the tests, the load test and bench import from here
 NGINX_DIR = ROOT / "nginx"
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # Debian's, without its su wrapper
 RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"  # likewise: it runs as us, with our cookie
+# `make run`'s private RabbitMQ: a fixed port, so that the AMQP_URL it prints stays true from one
+# run to the next; next to the standard 5672, which a RabbitMQ of the system's own may hold.
+DEFAULT_AMQP_PORT = 5673
 SYSTEM_BIN_DIRS = "/usr/sbin:/sbin"  # where Debian puts nginx; not on every user's PATH
 
 
 def nginx_binary() -> str | None:
     """nginx's path, found on PATH or where Debian installs it."""
     return shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:{SYSTEM_BIN_DIRS}")
+
+
+def open_files_limit() -> int | None:
+    """The hard open-file limit every process started here inherits; None: unlimited. Each
+    process raises its soft limit itself; only root could raise this one."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if hard == resource.RLIM_INFINITY else hard
 
 
 def check_installed(need_rabbitmq: bool) -> None:
@@ -104,11 +120,26 @@ class Replica:
 
 # -- the services ----------------------------------------------------------------------------------
 
-def private_broker(run_dir: Path) -> tuple[list[Service], str]:
-    """A RabbitMQ of its own (and its own epmd) on free loopback ports; its AMQP URL."""
+def broker_port(wanted: int | None, notice: Callable[[str], None]) -> int:
+    """The private broker's AMQP port: `wanted` unless something listens there (then a free one,
+    with a notice that says so), a free one when None."""
+    if wanted is None:
+        return free_port()
+    if port_is_free(wanted):
+        return wanted
+    port = free_port()
+    notice(f"note: port {wanted} is taken (another RabbitMQ, or another `make run`?), so this "
+           f"run's RabbitMQ is on {port}: the AMQP_URL below differs from the usual one. Pick "
+           f"another fixed port with `make run AMQP_PORT=...`.")
+    return port
+
+
+def private_broker(run_dir: Path, amqp_port: int) -> tuple[list[Service], str]:
+    """A RabbitMQ of its own (and its own epmd) on loopback: AMQP on `amqp_port`, the others on
+    free ports; its AMQP URL."""
     home = run_dir / "rabbitmq"
     home.mkdir(exist_ok=True)
-    amqp_port, dist_port, epmd_port = free_port(), free_port(), free_port()
+    dist_port, epmd_port = free_port(), free_port()
     (home / "enabled_plugins").write_text("[].\n")
     # loopback_users = none lets the guest account in, which is safe: it listens on loopback only.
     (home / "rabbitmq.conf").write_text(
@@ -150,6 +181,7 @@ def app_replica(stack: Stack, replica: Replica) -> Service:
             "WEB_PORT": str(replica.port),
             "REPLICA_ADDRESS": f"127.0.0.1:{replica.port}",
             "PYTHONUNBUFFERED": "1",
+            **stack.clients_within_open_files(),
             **stack.replica_env_overrides.get(replica.index, {}),
         },
         ready_url=f"{replica.url}/readyz", ready_json=broker_connected)
@@ -215,10 +247,16 @@ class Stack:
     replicas: int = 3
     port: int = 8080
     amqp_url: str | None = None
+    amqp_port: int | None = None  # the private broker's; None: a free port
     workers: int = 1
     log_to_files: bool = False  # tests: one log file per process instead of the terminal
     extra_env: dict[str, str] = field(default_factory=dict)
     progress: Callable[[str], None] = lambda message: None  # `make run` prints each step
+    # What the user should know even when nobody prints the steps: a fixed port taken, a restart.
+    notice: Callable[[str], None] = announce_on_stderr
+    # Restart whatever exits unexpectedly, as compose's `restart: unless-stopped` does (`make run`).
+    # Off for the tests' stacks: they kill replicas on purpose and restart them themselves.
+    restart: bool = False
     # Per-replica overrides by index, e.g. {1: {"AMQP_URL": <a fault proxy in front of RabbitMQ>}}.
     replica_env_overrides: dict[int, dict[str, str]] = field(default_factory=dict)
     # nginx template values to override (the NGINX_* limits, for tests).
@@ -245,11 +283,41 @@ class Stack:
     def processes(self) -> list[Process]:
         return self.supervisor.processes
 
+    # -- the open-file limit ------------------------------------------------------------------
+
+    def clients_within_open_files(self) -> dict[str, str]:
+        """MAX_CLIENTS_PER_REPLICA lowered to what the open-file limit allows, unless it was set:
+        each replica takes what it can hold instead of warning, every replica on every start,
+        that it could not hold the default (open_files_note() says it once)."""
+        from common.settings import Settings, clients_within_open_files, open_files_for_clients
+
+        limit = open_files_limit()
+        default = Settings.model_fields["max_clients_per_replica"].default
+        chosen = self.extra_env.get("MAX_CLIENTS_PER_REPLICA") or os.environ.get(
+            "MAX_CLIENTS_PER_REPLICA")
+        if chosen or limit is None or limit >= open_files_for_clients(default):
+            return {}
+        return {"MAX_CLIENTS_PER_REPLICA": str(clients_within_open_files(limit))}
+
+    def open_files_note(self) -> str | None:
+        """One line when the open-file limit holds the stack below its defaults."""
+        limit = open_files_limit()
+        if limit is None or limit >= nginx_defaults.OPEN_FILES:
+            return None
+        replicas = self.clients_within_open_files().get("MAX_CLIENTS_PER_REPLICA")
+        # nginx holds two connections per client: the client's and the one to its replica.
+        return (f"note: the open-file limit (`ulimit -n`) is {limit:,}: nginx proxies at most "
+                f"about {limit // 2:,} clients"
+                + (f", each replica takes {int(replicas):,}" if replicas else "")
+                + f". A hard limit of {nginx_defaults.OPEN_FILES:,} lifts this.")
+
     # -- starting -----------------------------------------------------------------------------
 
     def start(self) -> Stack:
         try:
             check_installed(need_rabbitmq=self.amqp_url is None)
+            if note := self.open_files_note():
+                self.notice(note)
             if self.amqp_url is None:
                 self.progress(f"starting a private RabbitMQ in {self.run_dir}")
                 self.amqp_url = self.start_private_broker()
@@ -266,6 +334,8 @@ class Stack:
                     *(self.services.worker(self, i) for i in range(1, self.workers + 1)))
             self.progress(f"starting nginx on {self.url}")
             self.supervisor.run(self.services.nginx(self))
+            if self.restart:
+                self.supervisor.keep_running(self.notice)
         except BaseException:
             self.stop()
             raise
@@ -273,7 +343,8 @@ class Stack:
 
     def start_private_broker(self) -> str:
         """Start a private RabbitMQ; its URL (set it as amqp_url before start())."""
-        self._broker_services, url = private_broker(self.run_dir)
+        self._broker_services, url = private_broker(
+            self.run_dir, broker_port(self.amqp_port, self.notice))
         epmd, _ = self._broker_services
         self.supervisor.run(epmd)
         self.start_broker()
@@ -310,6 +381,8 @@ class Stack:
         return self.supervisor.run(service)[0] if wait else self.supervisor.spawn(service)
 
     def nginx_values(self) -> dict[str, str]:
+        # nginx can raise its soft open-file limit, not the hard one it inherits: stay within it.
+        open_files = min(nginx_defaults.OPEN_FILES, open_files_limit() or nginx_defaults.OPEN_FILES)
         return {
             **nginx_defaults.NATIVE,
             "NGINX_LISTEN": f"127.0.0.1:{self.port}",
@@ -320,6 +393,8 @@ class Stack:
             "NGINX_REPLICA_NETWORKS": "127.0.0.0/8 1;",
             "NGINX_REPLICA_PORTS": "|".join(str(replica.port) for replica in self.web),
             "NGINX_RUN_DIR": str(self.run_dir),
+            "NGINX_OPEN_FILES": str(open_files),
+            "NGINX_WORKER_CONNECTIONS": str(min(nginx_defaults.WORKER_CONNECTIONS, open_files)),
             **({"NGINX_MAX_BODY": nginx_defaults.max_body(
                 int(self.extra_env["MAX_MESSAGE_BYTES"]))}
                if "MAX_MESSAGE_BYTES" in self.extra_env else {}),
@@ -335,9 +410,6 @@ class Stack:
         if not self.log_to_files:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
-    def failed_processes(self) -> list[Process]:
-        return self.supervisor.failed()
-
 
 def push_help(stack: Stack) -> str:
     """What `make run` prints once the stack is up: where everything is, and one ready line for
@@ -345,7 +417,7 @@ def push_help(stack: Stack) -> str:
     import shlex
 
     from common.contract import Event
-    from common.settings import DEV_API_KEY
+    from common.settings import DEV_API_KEY, Settings
 
     def setting(name: str, default: str) -> str:
         return stack.extra_env.get(name) or os.environ.get(name) or default
@@ -364,9 +436,14 @@ def push_help(stack: Stack) -> str:
     python = f"{shlex.quote(sys.executable)} -c {shlex.quote(emitter)}"
     exports = (f"export API_URL={api_url} API_KEY={shlex.quote(api_key)} "
                f"AMQP_URL={shlex.quote(stack.amqp_url or '')}")
+    # The Admin UI is served only with a password set (docs/operations.md#admin-ui).
+    admin_user = setting("ADMIN_UI_USERNAME", Settings.model_fields["admin_ui_username"].default)
+    admin = [f"  Admin UI:  {stack.url}/admin/  (user {admin_user}, password ADMIN_UI_PASSWORD)"
+             ] if setting("ADMIN_UI_PASSWORD", "") else []
     return "\n".join([
         f"  Page:      {stack.url}/",
         f"  API:       {api_url}  (API key: {api_key})",
+        *admin,
         f"  AMQP URL:  {stack.amqp_url}",
         "",
         "  Push an event to every open page:",
@@ -384,10 +461,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--amqp-url", default="",
                         help="a running RabbitMQ; empty starts a private one")
+    parser.add_argument("--amqp-port", type=int, default=DEFAULT_AMQP_PORT,
+                        help="the private RabbitMQ's port (default: %(default)s; a free one, "
+                             "said so, when that one is taken)")
     args = parser.parse_args(argv)
 
     stack = Stack(replicas=args.replicas, port=args.port, workers=args.workers,
-                  amqp_url=args.amqp_url or None)
+                  amqp_url=args.amqp_url or None, amqp_port=args.amqp_port, restart=True)
     stack.progress = lambda message: print(f"  {message}...", file=sys.stderr, flush=True)
     state = {"started": False, "stopping": False}
 
@@ -407,10 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         broker = "private" if not args.amqp_url else "at --amqp-url"
         print(f"\n  The stack is up: {stack.url}  ({args.replicas} replicas{workers}, "
               f"RabbitMQ {broker})\n{push_help(stack)}\n  Ctrl-C stops it.\n", flush=True)
-        while not state["stopping"]:
-            for process in stack.failed_processes():
-                print(f"{process.name} exited with {process.popen.returncode}", file=sys.stderr)
-                stack.processes.remove(process)
+        while not state["stopping"]:  # the supervisor restarts whatever exits meanwhile
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

@@ -4,7 +4,7 @@ import logging
 import math
 import resource
 
-from common.settings import load_settings
+from common.settings import load_settings, open_files_for_clients
 
 _settings = load_settings()
 
@@ -29,7 +29,7 @@ control_socket_disable = True  # gunicorn 27's control socket is not used; it wa
 
 def on_starting(server):
     """Each client holds a socket (two while polling); make sure the process may open them."""
-    wanted = 2 * _settings.max_clients_per_replica + 256
+    wanted = open_files_for_clients(_settings.max_clients_per_replica)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft < target:

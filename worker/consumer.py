@@ -20,6 +20,12 @@ from worker.retry import DeadLetter, decide, retry_queue
 
 log = logging.getLogger(__name__)
 
+
+def progress_level(job: dict) -> int:
+    """The level of a job's "started" and "done" lines: DEBUG for a routine (periodic) job."""
+    return logging.DEBUG if JOBS[job["name"]].routine else logging.INFO
+
+
 FLUSH_TIMEOUT = 10.0  # how long a finished job waits for its events to reach the broker
 
 
@@ -126,7 +132,8 @@ class JobConsumer(ConsumerMixin):
         emitter = CancellableEmitter(self.emitter)
         context = JobContext(job_id=job["id"], attempt=attempt, emitter=emitter)
         redelivered = " (redelivered)" if message.delivery_info.get("redelivered") else ""
-        log.info("job %s %s attempt %d started%s", job["name"], job["id"], attempt, redelivered)
+        log.log(progress_level(job), "job %s %s attempt %d started%s", job["name"], job["id"],
+                attempt, redelivered)
         # The job runs on its own thread so this one keeps the broker connection's heartbeats
         # going however long the job takes; prefetch 1 means no other job arrives meanwhile.
         self.running = RunningJob(job, message, self._runner.submit(self._run, function, context,
@@ -169,7 +176,7 @@ class JobConsumer(ConsumerMixin):
             return
         message.ack()
         metrics.JOBS.labels(job["name"], "done").inc()
-        log.info("job %s %s done", job["name"], job["id"])
+        log.log(progress_level(job), "job %s %s done", job["name"], job["id"])
 
     def on_connection_revived(self) -> None:
         # A job that was running when the connection dropped will be redelivered; its message

@@ -37,14 +37,17 @@ class JobContext:
 class JobFunction:
     run: Callable[[JobContext, Any], Any]
     args_model: type[BaseModel]
+    # A periodic job: its start and success are logged at DEBUG, so that one every few seconds
+    # does not bury what else the log says; its failures and retries are logged as any job's.
+    routine: bool = False
 
 
 JOBS: dict[str, JobFunction] = {}
 
 
-def job(name: str, args_model: type[BaseModel]):
+def job(name: str, args_model: type[BaseModel], routine: bool = False):
     def register(run: Callable[[JobContext, Any], Any]):
-        JOBS[name] = JobFunction(run, args_model)
+        JOBS[name] = JobFunction(run, args_model, routine)
         return run
     return register
 
@@ -82,7 +85,7 @@ def long_task(ctx: JobContext, args: LongTaskArgs) -> dict:
     return result
 
 
-@job(Job.SERVER_EVENT, ServerEventArgs)
+@job(Job.SERVER_EVENT, ServerEventArgs, routine=True)
 def server_event(ctx: JobContext, args: ServerEventArgs) -> None:
     """The example app's "Server generated event", broadcast on an interval by the scheduler."""
     ctx.emit(Event.SERVER_EVENT, {"data": "Server generated event", "count": args.count,

@@ -6,7 +6,7 @@ Fixtures live in the conftest.py files and only declare; the code they run lives
 - `app.py`: the real app in threading mode and Flask-SocketIO's test client (unit tier)
 - `fakes.py`: a fake broker connection, producer and message, a fake emitter (unit tier)
 - `docs.py`: what README.md and docs/ name, checked against the tree (unit tier)
-- `recipes.py`: the "Add an event" and "Add a job" recipes of docs/events.md, applied to a copy (unit tier)
+- `recipes.py`: the recipes of docs/events.md, applied to a copy of the tree (unit tier)
 - `stack.py`: the native stack on free loopback ports (integration and browser tiers)
 - `clients.py`: real python-socketio clients that record what they receive
 - `wsclients.py`: thousands of lean raw-WebSocket Socket.IO clients from one process

@@ -160,3 +160,20 @@ def test_stop_when_idle_is_immediate(consumer):
     consumer.request_stop()
 
     assert consumer.should_stop
+
+
+@pytest.mark.parametrize(("job", "level"), [
+    (job_message(Job.SERVER_EVENT, {"count": 1}), "DEBUG"),  # every few seconds: not on screen
+    (long_task(), "INFO"),
+])
+def test_a_periodic_job_logs_its_runs_at_debug_and_others_at_info(broker, consumer, caplog, job,
+                                                                  level):
+    caplog.set_level("DEBUG", logger="worker.consumer")
+    message = broker.deliver(job)
+
+    consumer.on_job(message.payload, message)
+    settle(consumer)
+
+    lines = [r for r in caplog.records if r.getMessage().startswith(f"job {job['name']} ")]
+    assert [r.getMessage().rsplit(" ", 1)[-1] for r in lines] == ["started", "done"]
+    assert {r.levelname for r in lines} == {level}

@@ -118,3 +118,39 @@ def test_the_summary_puts_the_verdict_first_and_names_the_replicas():
     assert rows[1][:2] == ["verdict", "PASS"]
     spread = next(row for row in rows if row[0] == "clients per replica")
     assert spread[1] == f"{analysis.NO_SERVER_INFO} 1 / web-1 2"
+
+
+def test_latency_samples_are_exactly_the_deliveries_counted():
+    """A report once showed 2,276 latency samples for 2,189 deliveries: every receipt had a sample,
+    while deliveries excused every client from the last second's messages (the run stopped them
+    within DISCONNECT_GRACE of those sends, its drain being shorter)."""
+    stopped_by_the_run = {"connected": 1.0, "closed": 30.0, "stopping": True}
+    clients = {
+        "a": dict(stopped_by_the_run), "b": dict(stopped_by_the_run),
+        # Dropped 2 s after m1: excused from it, so its copy of m1 is no delivery and no sample.
+        "dropped": {"connected": 1.0, "closed": 12.0, "close_reason": "transport close"},
+        "late": {"connected": 11.0},  # connected after m1 was sent
+    }
+    messages = {"m1": {"id": "m1", "k": "broadcast", "t": 10.0},
+                "m2": {"id": "m2", "k": "broadcast", "t": 29.0}}  # 1 s before the run's stop
+    received = {"a": {"m1": 10.020, "m2": 29.010}, "b": {"m1": 10.030},
+                "dropped": {"m1": 10.050}, "late": {"m1": 10.5, "m2": 29.020}}
+
+    result = analysis.delivery(clients, received, messages)
+    samples = analysis.delivered_samples(clients, received, messages)
+
+    assert (result["expected"], result["received"]) == (5, 4)  # m1: a, b; m2: a, b, late
+    assert result["missing_by_cause"] == {"never arrived (client stayed connected)": 1}  # b, m2
+    assert len(samples) == result["received"]
+    assert sorted(round(latency) for _, latency, _ in samples) == [10, 20, 20, 30]
+    assert {kind for _, _, kind in samples} == {"broadcast"}
+    summary_count = analysis.latency_summary(samples)["fanout"]["count"]
+    assert summary_count == result["by_kind"]["broadcast"]["received"]
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (1 / 30, "0.0333"), (150.0, "150"), (1500, "1,500"), (0.999, "0.999"), (0, "0"),
+    ("websocket:80,polling:10", "websocket:80,polling:10"), (None, "None"),
+])
+def test_parameters_are_shown_as_a_person_writes_them(value, shown):
+    assert summary.plain(value) == shown
