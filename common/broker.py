@@ -122,8 +122,9 @@ class QueueManager(socketio.KombuManager):
             },
         )
         self.listener_queue_name = f"{channel}.{process_id or 'process'}.{uuid.uuid4().hex[:8]}"
-        # (queued at, message, queue name or None for the fan-out exchange)
-        self._outbox: queue.Queue[tuple[float, dict, str | None]] = queue.Queue(
+        # (queued at, the message as JSON, its route: None for the Socket.IO exchange, TO_RECORDS,
+        # or a queue name)
+        self._outbox: queue.Queue[tuple[float, str, str | None]] = queue.Queue(
             maxsize=limits.outbox_size)
         self._publisher_lock = threading.Lock()
         self._publisher: threading.Thread | None = None
@@ -161,9 +162,17 @@ class QueueManager(socketio.KombuManager):
         self._put_in_outbox(data, queue_name)
 
     def _put_in_outbox(self, data: dict, queue_name: str | None) -> None:
+        # Encoded here, in the sender's greenlet: a message that is not JSON fails its sender
+        # alone, never the publisher (which takes any failure for a lost connection and retries).
+        try:
+            body = self.json.dumps(data)
+        except (TypeError, ValueError, RecursionError) as exc:
+            metrics.QUEUE_LOST.labels("unencodable").inc()
+            log.error("dropped a %s message that is not JSON: %s", data.get("method"), exc)
+            return
         self.start_publisher()
         try:
-            self._outbox.put_nowait((time.monotonic(), data, queue_name))
+            self._outbox.put_nowait((time.monotonic(), body, queue_name))
             metrics.QUEUE_OUTBOX.inc()
         except queue.Full:
             metrics.QUEUE_LOST.labels("outbox_full").inc()
@@ -204,17 +213,16 @@ class QueueManager(socketio.KombuManager):
                     next_keep_alive = time.monotonic() + 1
                 if message is None:
                     continue
-                queued_at, data, queue_name = message
+                queued_at, body, queue_name = message
                 if queue_name is None:
-                    producer.publish(self.json.dumps(data))
+                    producer.publish(body)
                     route = "socketio"
                 elif queue_name == TO_RECORDS:
                     records = self.records_exchange()
-                    producer.publish(self.json.dumps(data), exchange=records, declare=[records])
+                    producer.publish(body, exchange=records, declare=[records])
                     route = "records"
                 else:
-                    producer.publish(self.json.dumps(data), exchange=DEFAULT_EXCHANGE,
-                                     routing_key=queue_name)
+                    producer.publish(body, exchange=DEFAULT_EXCHANGE, routing_key=queue_name)
                     route = "queue"
                 metrics.QUEUE_PUBLISHES.labels(route).inc()
                 metrics.EMIT_LATENCY.observe(time.monotonic() - queued_at)

@@ -14,8 +14,10 @@ and the test would see the same, only later.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 
 import requests
 import websocket
@@ -43,10 +45,20 @@ def websocket_of(base: str, sid: str) -> websocket.WebSocket:
     return websocket.create_connection(url, timeout=PROMPTLY)
 
 
-def two_websockets(base: str, sid: str) -> tuple[websocket.WebSocket, websocket.WebSocket]:
+@contextlib.contextmanager
+def raced_session(base: str, connect_namespace: bool
+                  ) -> Iterator[tuple[websocket.WebSocket, websocket.WebSocket]]:
+    """A long-polling session and two WebSockets opened for it, the first one upgraded; both
+    closed at the end."""
+    sid = polling_session(base, connect_namespace)
     first, second = websocket_of(base, sid), websocket_of(base, sid)
-    time.sleep(0.2)  # both reach engine.io's WebSocket handler, which runs after the 101
-    return first, second
+    try:
+        time.sleep(0.2)  # both reach engine.io's WebSocket handler, which runs after the 101
+        upgrade(first)
+        yield first, second
+    finally:
+        first.close()
+        second.close()
 
 
 def upgrade(ws: websocket.WebSocket) -> None:
@@ -87,47 +99,26 @@ def closed_by_server(ws: websocket.WebSocket, seconds: float) -> bool:
 
 
 def test_the_client_closing_the_session_closes_the_websocket_that_carries_it(stack):
-    base = stack.web[0].url
-    sid = polling_session(base, connect_namespace=True)
-    first, second = two_websockets(base, sid)
-    try:
-        upgrade(first)
+    with raced_session(stack.web[0].url, connect_namespace=True) as (first, _):
         assert carries_the_session(first)
         first.send("1")  # Engine.IO CLOSE
         assert closed_by_server(first, PROMPTLY), "the WebSocket carrying the session is open"
-    finally:
-        first.close()
-        second.close()
 
 
 def test_the_server_ending_the_session_closes_the_websocket_that_carries_it(stack):
-    base = stack.web[0].url
     # A session that connects no namespace is ended by the replica after its handshake timeout.
-    sid = polling_session(base, connect_namespace=False)
-    first, second = two_websockets(base, sid)
-    try:
-        upgrade(first)
+    with raced_session(stack.web[0].url, connect_namespace=False) as (first, _):
         first.settimeout(PROMPTLY)
         assert first.recv() == "6"  # the NOOP that ended the pending poll: sent on `first`
         assert closed_by_server(first, HANDSHAKE_TIMEOUT + PROMPTLY), (
             "the WebSocket carrying the session is open")
-    finally:
-        first.close()
-        second.close()
 
 
 def test_a_late_upgrade_on_the_other_websocket_is_refused(stack):
-    base = stack.web[0].url
-    sid = polling_session(base, connect_namespace=True)
-    first, second = two_websockets(base, sid)
-    try:
-        upgrade(first)
+    with raced_session(stack.web[0].url, connect_namespace=True) as (first, second):
         assert carries_the_session(first)
         second.send("2probe")
         assert closed_by_server(second, PROMPTLY), "a second upgrade of an upgraded session"
         assert carries_the_session(first)
         first.send("1")
         assert closed_by_server(first, PROMPTLY)
-    finally:
-        first.close()
-        second.close()

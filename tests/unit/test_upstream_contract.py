@@ -62,13 +62,18 @@ def library_object(path: str):
     return obj
 
 
+# Classes a library defines twice under an `if` (engine.io's drivers): inspect cannot tell which
+# definition is the one in use, so their whole module is read for their attributes.
+DEFINED_TWICE = {"engineio.async_drivers.gevent.WebSocketWSGI"}
+
+
 def assigned_attributes(cls) -> set[str]:
-    """The `self.<name> = ...` in the modules of a class and its bases (a class defined twice
-    under an `if`, as engine.io's drivers do, defeats reading the class alone)."""
+    """The `self.<name> = ...` of a class and its bases, read from their source."""
     names: set[str] = set()
     for klass in inspect.getmro(cls):
         try:
-            source = inspect.getsource(sys.modules[klass.__module__])
+            whole_module = f"{klass.__module__}.{klass.__qualname__}" in DEFINED_TWICE
+            source = inspect.getsource(sys.modules[klass.__module__] if whole_module else klass)
         except (OSError, TypeError, KeyError):
             continue
         names.update(re.findall(r"self\.(\w+)\s*(?::[^=\n]+)?=(?!=)", source))
@@ -126,20 +131,34 @@ def test_each_library_read_has_its_version_and_pyproject_agrees(module_name):
             f"{distribution} {version(distribution)} is installed, outside pyproject's {allowed}")
 
 
+def is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
 def private_names_read(source: str) -> set[str]:
-    """`x._name` (one underscore, not a dunder) read or written anywhere in `source`, except
-    attributes the module itself sets on its own objects (`self._name = ...`) or defines."""
+    """Private names (one underscore, not a dunder) read or written in `source`: `x._name`, and
+    `getattr(x, "_name")`/`hasattr`/`setattr`. A `self._name` the module itself defines (a
+    method of its own classes, an attribute it sets on `self`) is its own; the same name on any
+    other object is not."""
     tree = ast.parse(source)
-    used = {node.attr for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and node.attr.startswith("_")
-            and not node.attr.startswith("__")}
     own = {node.name for node in ast.walk(tree)
            if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     own |= {target.attr for node in ast.walk(tree) if isinstance(node, (ast.Assign, ast.AnnAssign))
             for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
             if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
             and target.value.id == "self"}
-    return used - own
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and is_private(node.attr):
+            on_self = isinstance(node.value, ast.Name) and node.value.id == "self"
+            if not (on_self and node.attr in own):
+                used.add(node.attr)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                node.func.id in ("getattr", "hasattr", "setattr") and len(node.args) >= 2 and \
+                isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str) \
+                and is_private(node.args[1].value):
+            used.add(node.args[1].value)
+    return used
 
 
 def unlisted_private_reads(module) -> set[str]:
@@ -181,8 +200,10 @@ def test_a_private_read_missing_from_the_list_is_found():
     module = types.ModuleType("bends")
     module.CONTRACT = Contract(read_against={}, members={"lib.Server._listed": "(self)"})
     source = ("def f(server):\n    server._listed()\n    server._unlisted = 1\n"
+              "    getattr(server, '_by_name', None)\n    server.manager._mine()\n"
               "class Own:\n    def g(self):\n        self._mine = 1\n        return self._mine\n")
-    assert private_names_read(source) - {"_listed"} == {"_unlisted"}
+    # `_mine` is the module's own on `self`, not on the manager
+    assert private_names_read(source) - {"_listed"} == {"_unlisted", "_by_name", "_mine"}
 
 
 def test_private_members_are_named_only_in_the_seam():

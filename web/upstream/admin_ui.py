@@ -77,29 +77,39 @@ def now_iso(seconds: float | None = None) -> str:
 
 
 def bounded(data) -> object:
-    """`data` as reported: itself when small, else a note of its size."""
+    """`data` as reported: itself when small and plain JSON, else a note of what it was. Binary
+    data (the /echo namespace takes bytes) is never passed on: records are JSON, and a record
+    the publisher cannot encode must not reach it."""
     try:
-        size = len(json.dumps(data, default=str))
+        size = len(json.dumps(data))
     except (TypeError, ValueError, RecursionError):
-        return "[not JSON]"
+        return "[binary or not JSON, not shown]"
     return data if size <= MAX_REPORTED_BYTES else f"[{size} bytes, not shown]"
 
 
 class TransportMeter:
-    """Packets and bytes in and out of every session, for the UI's aggregated events."""
+    """Packets and bytes in and out of every session, for the UI's aggregated events: counted
+    per packet (two additions), handed to the event buffer once per stats interval."""
 
-    __slots__ = ("buffer",)
+    __slots__ = ("packets_out", "bytes_out", "packets_in", "bytes_in")
 
-    def __init__(self, buffer: EventBuffer):
-        self.buffer = buffer
+    def __init__(self):
+        self.packets_out = self.bytes_out = self.packets_in = self.bytes_in = 0
 
     def sent(self, size: int) -> None:
-        self.buffer.push("packetsOut")
-        self.buffer.push("bytesOut", size)
+        self.packets_out += 1
+        self.bytes_out += size
 
     def received(self, size: int) -> None:
-        self.buffer.push("packetsIn")
-        self.buffer.push("bytesIn", size)
+        self.packets_in += 1
+        self.bytes_in += size
+
+    def move_to(self, buffer: EventBuffer) -> None:
+        for name, count in (("packetsOut", self.packets_out), ("bytesOut", self.bytes_out),
+                            ("packetsIn", self.packets_in), ("bytesIn", self.bytes_in)):
+            if count:
+                buffer.push(name, count)
+        self.packets_out = self.bytes_out = self.packets_in = self.bytes_in = 0
 
 
 class AdminReports(InstrumentedServer):
@@ -121,7 +131,8 @@ class AdminReports(InstrumentedServer):
         self.stats_running = False
         super().__init__(sio, auth=auth, mode="development", server_id=server_id,
                          namespace=namespace)
-        self.meter = TransportMeter(self.event_buffer)
+        self.meter = TransportMeter()
+        self.renewing = False
         hooks.admin = self
         hooks.on_room_change(self.room_changed)
         for key, taker in ((REPORT_KEY, self.take_report), (WATCH_KEY, self.take_watch),
@@ -149,9 +160,9 @@ class AdminReports(InstrumentedServer):
         through the message queue), then every other replica's sockets."""
         if not self.authenticated(client_auth):
             raise ConnectionRefusedError("authentication failed")
-        first = not self.local_admins
         self.local_admins.add(sid)
-        if first:
+        if not self.renewing:
+            self.renewing = True
             self.sio.start_background_task(self.renew_watch)
         self.start_stats()
         self.sio.start_background_task(self.introduce, sid)
@@ -178,9 +189,12 @@ class AdminReports(InstrumentedServer):
 
     def renew_watch(self) -> None:
         """While this replica has an admin, the others keep reporting."""
-        while self.local_admins:
-            self._publish(WATCH_KEY, {"seconds": WATCH_LEASE_SECONDS})
-            self.sio.sleep(WATCH_RENEW_SECONDS)
+        try:
+            while self.local_admins:
+                self._publish(WATCH_KEY, {"seconds": WATCH_LEASE_SECONDS})
+                self.sio.sleep(WATCH_RENEW_SECONDS)
+        finally:
+            self.renewing = False
 
     def take_watch(self, key: str, body: dict, sender: str) -> None:
         seconds = min(float(body.get("seconds", 0)), WATCH_LEASE_SECONDS)
@@ -199,7 +213,7 @@ class AdminReports(InstrumentedServer):
         try:
             while self.watching():
                 self.sio.sleep(self.server_stats_interval)
-                self.report("server_stats", (self.server_stats(started),), bounded_rate=False)
+                self.show_everywhere("server_stats", (self.server_stats(started),))
         finally:
             self.stats_running = False
             self.hooks.transport_meter = None
@@ -218,11 +232,15 @@ class AdminReports(InstrumentedServer):
             "uptime": time.time() - started,
             "clientsCount": len(sockets),
             "pollingClientsCount": sum(1 for s in list(sockets.values()) if not s.upgraded),
-            "aggregatedEvents": self.event_buffer.get_and_clear(),
+            "aggregatedEvents": self.aggregated_events(),
             "namespaces": [{"name": namespace,
                             "socketsCount": len(manager.rooms.get(namespace, {}).get(None, ()))}
                            for namespace in namespaces],
         }
+
+    def aggregated_events(self) -> list:
+        self.meter.move_to(self.event_buffer)
+        return self.event_buffer.get_and_clear()
 
     # -- the sockets list -----------------------------------------------------------------------
 
@@ -282,35 +300,46 @@ class AdminReports(InstrumentedServer):
         if self.watching():
             self.event_buffer.push("rawDisconnection")
 
+    def connected(self, sid: str, namespace: str) -> None:
+        """A connection its namespace accepted (refused ones are never remembered: python-socketio
+        sends no disconnect for them)."""
+        if namespace == self.admin_namespace:
+            return
+        self.connected_at[sid] = time.time()
+        if self.watching() and self.allowed():
+            eio_sid = self.sio.manager.eio_sid_from_sid(sid, namespace)
+            self.show_everywhere("socket_connected",
+                                 (self.serialize_socket(sid, namespace, eio_sid), now_iso()))
+
     def event_triggered(self, event: str, namespace: str, args: tuple) -> None:
-        if namespace == self.admin_namespace or not args:
+        """A client event or a disconnect (connects: `connected`)."""
+        if namespace == self.admin_namespace or not args or event == "connect":
             return
         sid = args[0]
-        if event == "connect":
-            self.connected_at[sid] = time.time()
-            if self.watching():
-                eio_sid = self.sio.manager.eio_sid_from_sid(sid, namespace)
-                self.report("socket_connected",
-                            (self.serialize_socket(sid, namespace, eio_sid), now_iso()))
-        elif event == "disconnect":
+        if event == "disconnect":
             self.connected_at.pop(sid, None)
-            if self.watching():
+            if self.watching() and self.allowed():
                 reason = args[1] if len(args) > 1 else None
-                self.report("socket_disconnected", (namespace, sid, reason, now_iso()))
-        elif self.watching():
-            self.report("event_received",
-                        (namespace, sid, [event, *map(bounded, args[1:])], now_iso()))
+                self.show_everywhere("socket_disconnected", (namespace, sid, reason, now_iso()))
+        elif self.watching() and self.allowed():
+            # The whole of what the client sent is bounded at once, not each argument.
+            self.show_everywhere("event_received",
+                                 (namespace, sid, [event, bounded(list(args[1:]))], now_iso()))
 
     def emitted(self, event: str, data, namespace: str, room, skip_sid) -> None:
+        """One `event_sent` per local recipient, as upstream reports, until the rate is spent:
+        a broadcast to thousands stops at the first report the bucket refuses."""
         if namespace == self.admin_namespace or not self.watching():
             return
         skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        shown = [event, *map(bounded, data)] if isinstance(data, tuple) else [event,
-                                                                              bounded(data)]
+        shown = [event, bounded(list(data) if isinstance(data, tuple) else data)]
         now = now_iso()
-        for sid, _ in list(self.sio.manager.get_participants(namespace, room)):
-            if sid not in skipped:
-                self.report("event_sent", (namespace, sid, shown, now))
+        for sid, _ in self.sio.manager.get_participants(namespace, room):
+            if sid in skipped:
+                continue
+            if not self.allowed():
+                return
+            self.show_everywhere("event_sent", (namespace, sid, shown, now))
 
     def pinged(self, eio_sid: str) -> None:
         """Upstream refreshes each socket on every PING (its `_send_ping` patch)."""
@@ -319,26 +348,32 @@ class AdminReports(InstrumentedServer):
         manager = self.sio.manager
         for namespace in list(manager.get_namespaces()):
             sid = manager.sid_from_eio_sid(eio_sid, namespace)
-            if sid and namespace != self.admin_namespace:
-                self.report("socket_connected",
-                            (self.serialize_socket(sid, namespace, eio_sid), now_iso()))
+            if sid and namespace != self.admin_namespace and self.allowed():
+                self.show_everywhere("socket_connected",
+                                     (self.serialize_socket(sid, namespace, eio_sid), now_iso()))
 
     def room_changed(self, sid, namespace, room, eio_sid, entered) -> None:
         if room is None or room == sid or namespace == self.admin_namespace or \
-                not self.watching():
+                not self.watching() or not self.allowed():
             return
-        self.report("room_joined" if entered else "room_left", (namespace, room, sid, now_iso()))
+        self.show_everywhere("room_joined" if entered else "room_left",
+                             (namespace, room, sid, now_iso()))
 
     # -- reports ---------------------------------------------------------------------------------
 
-    def report(self, event: str, args: tuple, *, to: str | None = None,
-               bounded_rate: bool = True) -> None:
-        """Send `event` to the admins on every replica (or to one admin sid)."""
-        if bounded_rate and not self.bucket.take(self.clock()):
-            self.dropped += 1
-            return
-        self.show(event, args, to)
-        self._publish(REPORT_KEY, {"event": event, "args": list(args), "to": to})
+    def allowed(self) -> bool:
+        """One report within REPORTS_PER_SECOND; the others are counted and logged with the
+        next stats."""
+        if self.bucket.take(self.clock()):
+            return True
+        self.dropped += 1
+        return False
+
+    def show_everywhere(self, event: str, args: tuple) -> None:
+        """Send `event` to the admins of every replica. Callers take from the rate bucket first,
+        before they build anything."""
+        self.show(event, args, None)
+        self._publish(REPORT_KEY, {"event": event, "args": list(args), "to": None})
 
     def take_report(self, key: str, body: dict, sender: str) -> None:
         """Another replica's report: one event (`args`) or several of one name (`many`)."""

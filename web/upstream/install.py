@@ -220,9 +220,17 @@ def _install_admin_reports(sio_server, hooks: ReplicaHooks) -> None:
 
     def trigger(event, namespace, *args):
         admin = hooks.admin
-        if admin is not None:
+        if admin is None:
+            return trigger_event(event, namespace, *args)
+        if event != "connect":
             admin.event_triggered(event, namespace, args)
-        return trigger_event(event, namespace, *args)
+            return trigger_event(event, namespace, *args)
+        # A refused connect (False, or ConnectionRefusedError) is not reported, nor remembered:
+        # python-socketio sends no disconnect for it.
+        result = trigger_event(event, namespace, *args)
+        if result is not False:
+            admin.connected(args[0], namespace)
+        return result
 
     def emit(event, data, namespace, room=None, skip_sid=None, callback=None,  # noqa: PLR0917
              **kwargs):

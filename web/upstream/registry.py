@@ -28,6 +28,8 @@ CONTRACT = Contract(read_against={}, members={})  # reads no library member
 
 log = logging.getLogger(__name__)
 
+MAX_UNKNOWN_KEYS = 100  # record keys remembered as logged
+
 
 class RoomListener(Protocol):
     def __call__(self, sid: str, namespace: str, room: Any, eio_sid: str | None,
@@ -51,6 +53,8 @@ class ReplicaHooks:
     record_takers: dict[str, Callable[[str, dict, str], None]] = field(default_factory=dict)
     # The server's own packet writer, before recovery's fast-path skip (set by install()).
     raw_send_eio_packet: Callable[[str, Any], None] | None = None
+    # Record keys nobody here takes, each logged once (a replica of another version or setup).
+    unknown_keys: set[str] = field(default_factory=set)
 
     # -- registration ------------------------------------------------------------------------
 
@@ -88,8 +92,10 @@ class ReplicaHooks:
     def take_record(self, key: str, body: dict, sender: str) -> None:
         taker = self.record_takers.get(key)
         if taker is None:
-            log.warning("a record %r from replica %s has no taker here; ignored", key[:50],
-                        sender)
+            if key not in self.unknown_keys and len(self.unknown_keys) < MAX_UNKNOWN_KEYS:
+                self.unknown_keys.add(key)
+                log.warning("records %r (from replica %s) have no taker here; ignored", key[:50],
+                            sender)
             return
         taker(key, body, sender)
 
