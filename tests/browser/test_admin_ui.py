@@ -113,8 +113,16 @@ def test_reports_cost_nothing_until_an_admin_watches_and_stay_bounded(admin_stac
         assert any("bytes, not shown" in str(data) for data in shown)
         stats = admin.got("server_stats")[-1][0]
         assert {"/", "/chat", "/echo"} <= {each["name"] for each in stats["namespaces"]}
+        # The direct writer's WebSocket frames are counted: every broadcast to every listener.
+        wait_until(lambda: packets_out(admin) >= BROADCASTS * LISTENERS, timeout=10,
+                   what="packetsOut of the broadcasts in the server stats")
     finally:
         admin.sio.disconnect()
+
+
+def packets_out(admin: AdminClient) -> int:
+    return sum(event["count"] for (stats,) in admin.got("server_stats")
+               for event in stats["aggregatedEvents"] if event["type"] == "packetsOut")
 
 
 def test_the_namespace_sees_and_acts_on_every_replica(admin_stack, clients, unique):
@@ -148,7 +156,8 @@ def test_the_namespace_sees_and_acts_on_every_replica(admin_stack, clients, uniq
         admin.sio.disconnect()
 
 
-def test_the_page_connects_and_lists_every_replica(admin_stack, browser):
+def test_the_page_connects_and_lists_every_replica(admin_stack, browser, clients):
+    users = on_distinct_replicas(admin_stack.url, clients, count=REPLICAS)
     assert requests.get(f"{admin_stack.url}/admin/", timeout=10).status_code == 401
     context = browser.new_context(viewport={"width": 1280, "height": 900},
                                   http_credentials={"username": "ops", "password": PASSWORD})
@@ -167,6 +176,12 @@ def test_the_page_connects_and_lists_every_replica(admin_stack, browser):
             expect(page.get_by_text(f"web-{index}", exact=True)).to_be_visible(timeout=15_000)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "admin-ui-servers.png"), full_page=True)
+        # Every replica's sockets on the Sockets page, however many connected before the UI.
+        page.goto(f"{admin_stack.url}/admin/#/sockets/")
+        for user in users:
+            expect(page.get_by_text(user.sio.get_sid(MAIN_NAMESPACE), exact=True)
+                   ).to_be_visible(timeout=15_000)
+        page.screenshot(path=str(ARTIFACTS / "admin-ui-sockets.png"), full_page=True)
         assert outside == [], f"the admin UI loaded from outside the stack: {outside}"
     finally:
         context.close()

@@ -112,3 +112,13 @@ def test_an_admin_reconnecting_does_not_add_lease_renewals(admin_app, published,
     renewals = [body for key, body in published if key == admin_ui.WATCH_KEY]
     admin.local_admins.clear()  # ends the renewals
     assert len(renewals) <= 5, f"{len(renewals)} lease renewals in 2 s, every 0.5 s expected"
+
+
+def test_each_ping_refreshes_the_session_for_a_watching_admin(admin_app, published):
+    TestClient(admin_app, socketio, namespace=ADMIN_NAMESPACE, auth=ADMIN_AUTH)
+    client = TestClient(admin_app, socketio)
+    published.clear()
+    socketio.server.eio.sockets[client.eio_sid].ping_now()  # what the ping timetable calls
+
+    [refresh] = reports(published, "socket_connected")
+    assert refresh["args"][0]["clientId"] == client.eio_sid
