@@ -15,6 +15,7 @@ from tests.support.fakes import FakeBroker, ManagerOnFakeBroker
 from web.app import create_app
 from web.extensions import socketio
 from web.upstream import admin_ui, hooks_of
+from web.upstream.engineio_session import LimitedSocket
 
 PASSWORD = "admin-ui-password-0123456789abcdef-0123"
 ADMIN_AUTH = {"username": "admin", "password": PASSWORD}
@@ -118,7 +119,9 @@ def test_each_ping_refreshes_the_session_for_a_watching_admin(admin_app, publish
     TestClient(admin_app, socketio, namespace=ADMIN_NAMESPACE, auth=ADMIN_AUTH)
     client = TestClient(admin_app, socketio)
     published.clear()
-    socketio.server.eio.sockets[client.eio_sid].ping_now()  # what the ping timetable calls
+    # The test client has no Engine.IO session of its own: one for its id, as the server makes.
+    session = LimitedSocket(socketio.server.eio, client.eio_sid)
+    session.ping_now()  # what the ping timetable calls when the session's PING is due
 
     [refresh] = reports(published, "socket_connected")
     assert refresh["args"][0]["clientId"] == client.eio_sid
