@@ -114,7 +114,7 @@ class RecoveryStreams:
     def run(self, reader: LogReader) -> None:
         """The log greenlet: reads both streams into `reader` for good, resuming where it
         stopped."""
-        backoff = Backoff(most=self.manager.limits.retry_max_seconds)
+        self.backoff = Backoff(most=self.manager.limits.retry_max_seconds)
         while True:
             try:
                 self._consume(reader)
@@ -122,7 +122,7 @@ class RecoveryStreams:
                 if self.bound:
                     log.error("recovery log reader lost its broker connection: %s", exc)
                 self.bound = False
-                backoff.wait()
+                self.backoff.wait()
 
     def _consume(self, reader: LogReader) -> None:
         entries: collections.deque = collections.deque()
@@ -146,6 +146,7 @@ class RecoveryStreams:
                                                  "replica": self.replica}),
                         exchange=kombu.Exchange(""), routing_key=self.log_name)
                 self.bound = True
+                self.backoff.reset()  # the next outage starts from the shortest pause again
                 log.info("recovery log reader bound to streams %s and %s", self.log_name,
                          self.sessions_name)
                 next_heartbeat = next_checkpoint = next_ack = 0.0
