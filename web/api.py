@@ -63,6 +63,11 @@ def _require_api_key() -> None:
 
 def _json_object() -> dict:
     body = request.get_json(silent=True)
+    if body is None and request.is_json:
+        try:  # say why it is not JSON (NaN, nesting deeper than allowed, a syntax error)
+            strict_json.loads(request.get_data())
+        except ValueError as exc:
+            _fail(400, f"the body is not valid JSON: {exc}")
     if not isinstance(body, dict):
         _fail(400, "the body must be a JSON object (Content-Type: application/json)")
     return body

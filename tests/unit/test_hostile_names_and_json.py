@@ -11,7 +11,7 @@ import pytest
 from common import strict_json
 from common.auth import issue_token
 from common.contract import CHAT_NAMESPACE, Event, user_room
-from tests.support.app import SECRET, errors_for
+from tests.support.app import SECRET, errors_for, unit_settings
 from tests.support.metrics import local_metric
 from web.extensions import socketio
 from web.limits import MAX_EVENT_NAME_CHARS
@@ -79,7 +79,51 @@ def test_the_api_refuses_a_body_with_nan(app):
     answer = app.test_client().post("/api/demo/token", data='{"user": NaN}',
                                     content_type="application/json")
     assert answer.status_code == 400
-    assert "JSON object" in answer.get_json()["error"]
+    assert answer.get_json()["error"] == "the body is not valid JSON: NaN is not JSON"
+
+
+def nested(levels: int) -> str:
+    return "[" * levels + "1" + "]" * levels
+
+
+def test_the_codec_refuses_data_nested_deeper_than_its_bound():
+    assert strict_json.loads(nested(strict_json.MAX_DEPTH)) is not None
+    assert strict_json.loads(f'{{"deep": {nested(strict_json.MAX_DEPTH - 1)}}}')
+    for levels in (strict_json.MAX_DEPTH + 1, 900, 50_000):  # 50,000: the decoder's own limit
+        with pytest.raises(ValueError, match="nested deeper than 32 levels"):
+            strict_json.loads(nested(levels))
+    with pytest.raises(ValueError, match="nested deeper"):
+        strict_json.loads(nested(40).encode())  # bytes, as the broker delivers
+
+
+@pytest.mark.parametrize("levels", [33, 900, 50_000])
+def test_the_api_answers_400_to_deeply_nested_data(app, levels):
+    api = app.test_client()
+    headers = {"Authorization": f"Bearer {unit_settings().api_key.get_secret_value()}"}
+    body = f'{{"to": "all", "data": {{"text": {nested(levels)}}}}}'
+    notification = api.post("/api/notifications", data=body, headers=headers,
+                            content_type="application/json")
+    emit = api.post("/api/emit", headers=headers, content_type="application/json",
+                    data=f'{{"event": "my_response", "data": {nested(levels)}}}')
+    for answer in (notification, emit):
+        assert answer.status_code == 400
+        assert "nested deeper than 32 levels" in answer.get_json()["error"]
+
+
+def test_a_deeply_nested_client_event_is_dropped_and_the_session_keeps_working(app):
+    http = app.test_client()
+    opened = http.get("/socket.io/?EIO=4&transport=polling")
+    sid = json.loads(opened.get_data(as_text=True)[1:])["sid"]
+    url = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+    assert http.post(url, data="40").status_code == 200
+    http.get(url)  # the CONNECT answer
+    dropped = local_metric("socketio_packets_dropped_total", 'layer="socket.io"')
+
+    http.post(url, data=f'42["my_event",{{"data":{nested(600)}}}]')
+
+    assert local_metric("socketio_packets_dropped_total", 'layer="socket.io"') == dropped + 1
+    assert http.post(url, data='42["my_event",{"data":"fine"}]').status_code == 200
+    assert '"fine"' in http.get(url).get_data(as_text=True)
 
 
 def test_the_chat_refuses_reserved_rooms(connect):
