@@ -26,7 +26,7 @@ from scripts.stack import NGINX_DIR, Stack, free_port, nginx_binary, render
 from tests.support.clients import RecordingClient
 from tests.support.memory import memory_mb, replica_pid
 from tests.support.metrics import replica_metric
-from tests.support.stack import STACK_ENV, running_stack
+from tests.support.stack import STACK_ENV, api_headers, running_stack
 
 MAX_MESSAGE_BYTES = 1_000_000
 EVENT_RATE, EVENT_BURST = 50, 100
@@ -358,6 +358,29 @@ def test_malformed_packets_are_dropped_quietly(hostile, clients):
           f"packets dropped: {dropped}")
     assert new_tracebacks <= 3, log[-5000:]
     assert hostile.web[0].process.running()
+
+
+def test_deeply_nested_data_is_refused_everywhere_it_enters(hostile, clients):
+    """The API through nginx: 400 naming the bound (at 900 levels a notification was accepted and
+    dead-lettered by the worker; at 50,000 the API answered 500). A client event: dropped as
+    undecodable, the client's session goes on."""
+    for levels in (900, 50_000):
+        data = "[" * levels + "1" + "]" * levels
+        answer = requests.post(f"{hostile.url}/api/notifications", headers={
+            **api_headers(), "Content-Type": "application/json"},
+            data=f'{{"to": "all", "data": {{"deep": {data}}}}}', timeout=10)
+        assert answer.status_code == 400, answer.text[:200]
+        assert "nested deeper than 32 levels" in answer.json()["error"]
+    client = RecordingClient(hostile.url, transports=["websocket"]).connect()
+    clients.append(client)
+    dropped = replica_metric(hostile, "socketio_packets_dropped_total", 'layer="socket.io"')
+    nested = {"data": None}
+    for _ in range(100):  # as deep as python-socketio's own client can send
+        nested = {"data": nested}
+    client.sio.emit(Event.MY_EVENT, nested)
+    assert client.sio.call(Event.MY_PING, {"t": "after"}, timeout=5) is not None
+    assert replica_metric(hostile, "socketio_packets_dropped_total",
+                          'layer="socket.io"') == dropped + 1
 
 
 # -- 5. slow readers -------------------------------------------------------------------------------
