@@ -36,6 +36,8 @@ def test_room_listeners_hear_every_change_whatever_the_order(install_first):
     assert heard == [("sid-1", "/", "lobby", "eio-1", True),
                      ("sid-1", "/", "lobby", "eio-1", False)]
     assert hooks_of(server) is hooks and hooks_of(server.eio) is hooks
+    with pytest.raises(RuntimeError, match="already"):
+        install(server, ReplicaHooks())  # would wrap every method a second time
 
 
 def test_session_ids_carry_the_prefix_unless_recovery_gives_one_back():

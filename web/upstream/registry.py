@@ -113,7 +113,10 @@ _HOOKS: weakref.WeakKeyDictionary[object, ReplicaHooks] = weakref.WeakKeyDiction
 
 
 def register(sio_server, hooks: ReplicaHooks) -> None:
-    """Make `hooks` the ones of `sio_server` and of its Engine.IO server."""
+    """Make `hooks` the ones of `sio_server` and of its Engine.IO server, once: installing a
+    server twice would wrap its methods twice."""
+    if sio_server in _HOOKS:
+        raise RuntimeError("this Socket.IO server has its hooks installed already")
     _HOOKS[sio_server] = hooks
     _HOOKS[sio_server.eio] = hooks
 
