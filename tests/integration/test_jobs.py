@@ -225,7 +225,7 @@ def test_api_refuses_missing_or_wrong_keys(stack, headers, expected):
 
 
 @pytest.mark.parametrize("body, fragment", [
-    ("not json", "JSON object"),
+    ("not json", "not valid JSON"),
     ([1, 2], "JSON object"),
     ({"to": "all"}, "data"),
     ({"to": "everyone", "data": {}}, "to"),
