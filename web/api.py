@@ -61,13 +61,17 @@ def _require_api_key() -> None:
               **{"WWW-Authenticate": "Bearer"})
 
 
+def _decoded_body():
+    """The body read by the stack's strict codec; a 400 saying why it is not JSON (NaN, nesting
+    deeper than allowed, a syntax error)."""
+    try:
+        return strict_json.loads(request.get_data())
+    except ValueError as exc:
+        _fail(400, f"the body is not valid JSON: {exc}")
+
+
 def _json_object() -> dict:
-    body = request.get_json(silent=True)
-    if body is None and request.is_json:
-        try:  # say why it is not JSON (NaN, nesting deeper than allowed, a syntax error)
-            strict_json.loads(request.get_data())
-        except ValueError as exc:
-            _fail(400, f"the body is not valid JSON: {exc}")
+    body = _decoded_body() if request.is_json else None
     if not isinstance(body, dict):
         _fail(400, "the body must be a JSON object (Content-Type: application/json)")
     return body
@@ -100,10 +104,7 @@ def _strict_json():
         _fail(413, f"the body is larger than MAX_MESSAGE_BYTES ({limit} bytes)")
     if not request.is_json:
         _fail(415, "send JSON (Content-Type: application/json)")
-    try:
-        return strict_json.loads(request.get_data())
-    except ValueError as exc:
-        _fail(400, f"the body is not valid JSON: {exc}")
+    return _decoded_body()
 
 
 def _target_room(message: EmitRequest) -> str | None:

@@ -102,8 +102,9 @@ def bind_socketio(app: Flask, settings: Settings, async_mode: str,
 
 
 class StrictJSONProvider(DefaultJSONProvider):
-    """The HTTP API reads and writes JSON as strictly as Socket.IO does (common/strict_json.py):
-    a body with NaN is not JSON, so `request.get_json(silent=True)` gives None (a 400)."""
+    """Flask reads and writes JSON as strictly as Socket.IO does (common/strict_json.py): for a
+    handler that calls `request.get_json()`, a body with NaN is not JSON (web/api.py reads its
+    bodies with the codec itself, to say why)."""
 
     ensure_ascii = False
 
