@@ -1,8 +1,11 @@
 """The RabbitMQ message queue that ties the web replicas and the worker together.
 
 `QueueManager` is python-socketio's `KombuManager` with the traps of the stock one removed, and
-wire-compatible with it (same exchange, same JSON messages), so any Flask-SocketIO emitter on the
-same channel still reaches our clients:
+wire-compatible with it (same JSON messages; every replica still listens on the channel's fan-out
+exchange), so any Flask-SocketIO emitter on the same channel still reaches our clients:
+
+* it publishes to a topic exchange beside the channel's, routed by room (common/routing.py): a
+  replica receives the events it has a recipient for, not every event of the cluster;
 
 * publishing never blocks the caller: `emit()` puts the message in a bounded outbox and returns; one
   publisher thread (a greenlet under gevent) owns the publishing connection, so py-amqp is never
@@ -30,8 +33,9 @@ import kombu
 import socketio
 from amqp.exceptions import ChannelError, NotFound
 
-from common import metrics, strict_json
+from common import metrics, routing, strict_json
 from common.backoff import Backoff
+from common.contract import session_id_prefix
 from common.library_contract import Contract
 from common.settings import Settings
 
@@ -68,7 +72,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXCHANGE = kombu.Exchange("")  # routes to the queue named by the routing key
 RECORD_METHOD = "replica_record"  # a message between replicas of our own (see `publish_record`)
-TO_RECORDS = "records"  # the outbox's route for records (None: the Socket.IO exchange)
+TO_RECORDS = "records"  # the outbox's route for records (see `Route`)
+
+# Where the publisher sends a message of its outbox: a tuple of routing keys, to the routed
+# exchange (common/routing.py); TO_RECORDS, to the records exchange; any other string, to the
+# queue of that name.
+Route = tuple[str, ...] | str
 
 
 @dataclass(frozen=True)
@@ -96,8 +105,12 @@ class QueueManager(socketio.KombuManager):
     name = "rabbitmq"
 
     def __init__(self, url: str, channel: str, *, write_only: bool = False,
-                 process_id: str = "", limits: BrokerLimits = BrokerLimits()):
+                 process_id: str = "", session_prefix: str = "",
+                 limits: BrokerLimits = BrokerLimits()):
         self.limits = limits
+        # What this replica's session ids start with: emits to them are routed to it by that
+        # prefix (common/routing.py), without a binding per connection.
+        self.session_prefix = session_prefix
         super().__init__(
             url,
             channel=channel,
@@ -122,9 +135,8 @@ class QueueManager(socketio.KombuManager):
             },
         )
         self.listener_queue_name = f"{channel}.{process_id or 'process'}.{uuid.uuid4().hex[:8]}"
-        # (queued at, the message as JSON, its route: None for the Socket.IO exchange, TO_RECORDS,
-        # or a queue name)
-        self._outbox: queue.Queue[tuple[float, str, str | None]] = queue.Queue(
+        # (queued at, the message as JSON, its route)
+        self._outbox: queue.Queue[tuple[float, str, Route]] = queue.Queue(
             maxsize=limits.outbox_size)
         self._publisher_lock = threading.Lock()
         self._publisher: threading.Thread | None = None
@@ -136,6 +148,9 @@ class QueueManager(socketio.KombuManager):
         # Takes every record from another replica (or from this one, if it asked): the web
         # replica's ReplicaHooks.take_record (web/upstream/registry.py).
         self.on_record: Callable[[str, dict, str], None] | None = None
+        # Called each time the listener's queue is (re)declared and consumed: the room bindings
+        # (web/room_bindings.py) bind it again, in case it is a new queue.
+        self.on_listener_bound: Callable[[], None] | None = None
         self._queues_to_await: list[tuple[kombu.Queue, bool]] = []  # see `await_queue`
 
     # -- publishing ---------------------------------------------------------------------------
@@ -145,7 +160,8 @@ class QueueManager(socketio.KombuManager):
         return super().emit(*args, **kwargs)
 
     def _publish(self, data: dict) -> None:
-        self._put_in_outbox(data, None)
+        """python-socketio's messages go to the replicas with a recipient (common/routing.py)."""
+        self._put_in_outbox(data, tuple(routing.routing_keys(data)))
 
     def publish_record(self, key: str, body: dict, *, include_sender: bool = False) -> None:
         """Send a record to every replica's listener (this one's too with `include_sender`),
@@ -161,7 +177,7 @@ class QueueManager(socketio.KombuManager):
         for publishing before it; never blocks (the session records of web/recovery/)."""
         self._put_in_outbox(data, queue_name)
 
-    def _put_in_outbox(self, data: dict, queue_name: str | None) -> None:
+    def _put_in_outbox(self, data: dict, route: Route) -> None:
         # Encoded here, in the sender's greenlet: a message that is not JSON fails its sender
         # alone, never the publisher (which takes any failure for a lost connection and retries).
         try:
@@ -172,7 +188,7 @@ class QueueManager(socketio.KombuManager):
             return
         self.start_publisher()
         try:
-            self._outbox.put_nowait((time.monotonic(), body, queue_name))
+            self._outbox.put_nowait((time.monotonic(), body, route))
             metrics.QUEUE_OUTBOX.inc()
         except queue.Full:
             metrics.QUEUE_LOST.labels("outbox_full").inc()
@@ -200,7 +216,7 @@ class QueueManager(socketio.KombuManager):
                         on_unblocked=self._on_publisher_unblocked)
                     connection.ensure_connection(max_retries=1)
                     self._await_queues(connection)
-                    producer = connection.Producer(exchange=self.fanout_exchange())
+                    producer = connection.Producer(exchange=self.routed_exchange())
                     self._set_publisher_connected(True)
                     backoff.reset()
                 if message is None:
@@ -213,18 +229,20 @@ class QueueManager(socketio.KombuManager):
                     next_keep_alive = time.monotonic() + 1
                 if message is None:
                     continue
-                queued_at, body, queue_name = message
-                if queue_name is None:
-                    producer.publish(body)
-                    route = "socketio"
-                elif queue_name == TO_RECORDS:
+                queued_at, body, route = message
+                if isinstance(route, tuple):
+                    # the other keys in CC: one publish, each queue gets it once (common/routing.py)
+                    producer.publish(body, routing_key=route[0],
+                                     headers={"CC": list(route[1:])} if len(route) > 1 else None)
+                    kind = "socketio"
+                elif route == TO_RECORDS:
                     records = self.records_exchange()
                     producer.publish(body, exchange=records, declare=[records])
-                    route = "records"
+                    kind = "records"
                 else:
-                    producer.publish(body, exchange=DEFAULT_EXCHANGE, routing_key=queue_name)
-                    route = "queue"
-                metrics.QUEUE_PUBLISHES.labels(route).inc()
+                    producer.publish(body, exchange=DEFAULT_EXCHANGE, routing_key=route)
+                    kind = "queue"
+                metrics.QUEUE_PUBLISHES.labels(kind).inc()
                 metrics.EMIT_LATENCY.observe(time.monotonic() - queued_at)
                 metrics.QUEUE_OUTBOX.dec()
                 self._outbox.task_done()
@@ -245,8 +263,8 @@ class QueueManager(socketio.KombuManager):
 
     def await_queue(self, queue: kombu.Queue, *, create: bool = True) -> None:
         """A durable queue that must receive what this process publishes (the streams of
-        web/recovery/): each (re)connected publisher declares it and binds it to its exchange before
-        it publishes anything; with `create` False, only if it exists already."""
+        web/recovery/): each (re)connected publisher declares it and binds it to its exchanges
+        before it publishes anything; with `create` False, only if it exists already."""
         self._queues_to_await.append((queue, create))
 
     def _await_queues(self, connection: kombu.Connection) -> None:
@@ -265,8 +283,12 @@ class QueueManager(socketio.KombuManager):
                         queue.declare()
                     else:
                         queue.queue_declare(passive=True)
-                        queue.exchange.declare()
-                        queue.queue_bind()
+                        if queue.exchange is not None and queue.exchange.name:
+                            queue.exchange.declare()
+                            queue.queue_bind()
+                        for binding in queue.bindings:
+                            binding.declare(channel)
+                            binding.bind(queue)
                     break
                 except ChannelError as exc:
                     if not create and isinstance(exc, NotFound) and "no queue" in str(exc):
@@ -344,15 +366,37 @@ class QueueManager(socketio.KombuManager):
         (a non-durable fanout named after the channel), so stock emitters stay compatible."""
         return kombu.Exchange(self.channel, type="fanout", durable=False)
 
+    def routed_exchange(self) -> kombu.Exchange:
+        """The exchange the stack's own publishers use: a durable topic exchange beside the
+        channel's, which routes each message to the replicas with a recipient (common/routing.py).
+        Durable, so that the replicas' bindings to it survive a broker restart."""
+        return kombu.Exchange(routing.routed_exchange_name(self.channel), type="topic",
+                              durable=True)
+
     def records_exchange(self) -> kombu.Exchange:
         """The exchange of the records between replicas (`publish_record`): a fanout of its
         own beside the channel's, which stock emitters and the recovery log keep using."""
         return kombu.Exchange(f"{self.channel}.replicas", type="fanout", durable=True)
 
     def listener_queue(self) -> kombu.Queue:
+        """The replica's queue and its standing bindings: stock emitters (the channel's fan-out,
+        every replica gets their events), records, and the routed keys of everything that is for
+        this replica whatever its rooms. Its room bindings come and go (web/room_bindings.py)."""
+        routed = self.routed_exchange()
+        keys = [routing.BROADCAST_KEY, routing.host_key(self.host_id)]
+        if self.session_prefix:
+            keys.append(routing.replica_key(self.session_prefix))
         return kombu.Queue(self.listener_queue_name, bindings=[
-            kombu.binding(self.fanout_exchange()), kombu.binding(self.records_exchange())],
+            kombu.binding(self.fanout_exchange()), kombu.binding(self.records_exchange()),
+            *(kombu.binding(routed, routing_key=key) for key in keys)],
             **self.queue_options)
+
+    def logged_queue(self, name: str, **options) -> kombu.Queue:
+        """A queue that gets every Socket.IO message of the channel, from stock emitters and
+        from the stack's own publishers (the recovery log)."""
+        return kombu.Queue(name, bindings=[
+            kombu.binding(self.fanout_exchange()),
+            kombu.binding(self.routed_exchange(), routing_key=routing.EVERY_KEY)], **options)
 
     def _listen(self):
         backoff = Backoff(most=self.limits.retry_max_seconds)
@@ -461,6 +505,8 @@ class QueueManager(socketio.KombuManager):
         if bound and not self.listener_bound:
             log.info("broker listener bound to queue %s", self.listener_queue_name)
             metrics.QUEUE_RECONNECTS.labels("listener").inc()
+            if self.on_listener_bound is not None:
+                self.on_listener_bound()
         self.listener_bound = bound
         metrics.BROKER_CONNECTED.labels("listener").set(int(bound))
 
@@ -489,6 +535,7 @@ def create_queue_manager(settings: Settings, *, write_only: bool) -> QueueManage
         settings.socketio_channel,
         write_only=write_only,
         process_id=settings.replica_id,
+        session_prefix="" if write_only else session_id_prefix(settings.replica_address),
         limits=BrokerLimits(
             listener_queue_expiry_ms=int(settings.broker_queue_expiry_seconds * 1000)),
     )
@@ -507,6 +554,6 @@ def create_emitter(settings: Settings) -> QueueManager:
     """
     emitter = create_queue_manager(settings, write_only=True)
     if settings.recovery_window_seconds:  # clients that asked for recovery read only the log
-        emitter.await_queue(kombu.Queue(recovery_log_name(settings.socketio_channel),
-                                        emitter.fanout_exchange()), create=False)
+        emitter.await_queue(emitter.logged_queue(recovery_log_name(settings.socketio_channel)),
+                            create=False)
     return emitter

@@ -131,6 +131,12 @@ def session_id_prefix(replica_address: str) -> str:
 _SESSION_ROOM = re.compile(r"^\d{1,3}(\.\d{1,3}){3}\.\d{1,5}\.")
 
 
+def session_replica(room: str) -> str | None:
+    """The `session_id_prefix` of the replica a session id was made by (None: not a sid)."""
+    match = _SESSION_ROOM.match(room)
+    return match.group(0) if match else None
+
+
 def is_reserved_room(room: str) -> bool:
     """A room that belongs to one connection (its sid) or one user: no client may join or close
     it."""

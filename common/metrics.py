@@ -30,6 +30,9 @@ RECOVERY_REPLAYED = Counter("socketio_recovery_replayed_events_total",
                             "Missed events sent to recovered connections")
 RECOVERY_READ_BACK = Counter("socketio_recovery_read_back_entries_total",
                              "Log entries read back from the stream for recoveries")
+RECOVERY_LOG_PASSED = Counter("socketio_recovery_log_passed_total",
+                              "Log entries for none of this replica's recovering clients, kept "
+                              "undecoded")
 
 # The broker, in every process that uses it.
 QUEUE_PUBLISHES = Counter("broker_publishes_total", "Messages published to the broker, by route: "
@@ -37,7 +40,15 @@ QUEUE_PUBLISHES = Counter("broker_publishes_total", "Messages published to the b
                           "(records), one queue (queue)", ["route"])
 QUEUE_PUBLISH_FAILURES = Counter("broker_publish_failures_total",
                                  "Failed publish attempts (the message is retried)")
-QUEUE_RECEIVES = Counter("broker_receives_total", "Messages received from the fan-out exchange")
+QUEUE_RECEIVES = Counter("broker_receives_total",
+                         "Messages received by the replica's listener queue")
+ROOM_BINDINGS = Gauge("broker_room_bindings",
+                      "Room keys the replica's queue is bound to (web/room_bindings.py)")
+BINDING_OPERATIONS = Counter("broker_binding_operations_total",
+                             "Room bindings added and removed", ["operation"])
+BINDING_WAITS = Histogram("broker_binding_wait_seconds",
+                          "How long a room join waited for its binding",
+                          buckets=(0.001, 0.005, 0.02, 0.1, 0.5, 2.0))
 QUEUE_RECONNECTS = Counter("broker_reconnects_total", "Broker connections re-established",
                            ["connection"])
 QUEUE_LOST = Counter("broker_messages_lost_total",

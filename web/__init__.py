@@ -7,6 +7,7 @@
   api.py, routes.py, page.py    HTTP: the API, probes and metrics, the demo page
   limits.py, drain.py           policy: per-client limits, the drain on SIGTERM
   presence.py, recovery/        across replicas: who is connected, connection state recovery
+  room_bindings.py   routing by room: the rooms this replica's queue is bound to
   replica_control.py, admin.py  acting on every replica's connections; the Admin UI
   upstream/          every override of a library internal, one module per library
   gunicorn_worker.py, gunicorn.conf.py, wsgi.py   how gunicorn runs a replica

@@ -26,6 +26,7 @@ from web.extensions import socketio
 from web.limits import ClientLimits, OriginCheck
 from web.presence import PRESENCE_KEY, Presence
 from web.recovery import Recovery
+from web.room_bindings import RoomBindings
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, async_mode: str = "gevent",
     queue_manager = create_queue_manager(settings, write_only=False) if use_message_queue else None
     register_handlers()
     hooks = bind_socketio(app, settings, async_mode, queue_manager)
+    add_room_bindings(app, queue_manager, hooks)
     add_recovery(app, settings, queue_manager, hooks)
     add_presence(app, settings, queue_manager, hooks)
     replica_control.take_control_records(socketio.server, hooks)
@@ -115,6 +117,18 @@ class StrictJSONProvider(DefaultJSONProvider):
         return super().dumps(obj, allow_nan=False, **kwargs)
 
 
+def add_room_bindings(app: Flask, queue_manager: QueueManager | None,
+                      hooks: upstream.ReplicaHooks) -> None:
+    """Routing by room (web/room_bindings.py): this replica's queue is bound to the rooms it has
+    members of, so it receives their events and not the others'."""
+    if queue_manager is None:
+        return
+    bindings = RoomBindings(queue_manager)
+    hooks.on_room_change(bindings.room_changed)
+    app.extensions["room_bindings"] = bindings
+    socketio.server.start_background_task(bindings.run)
+
+
 def add_recovery(app: Flask, settings: Settings, queue_manager: QueueManager | None,
                  hooks: upstream.ReplicaHooks) -> None:
     """Connection state recovery for the clients that ask (web/recovery/); it needs the broker's
@@ -131,6 +145,9 @@ def add_recovery(app: Flask, settings: Settings, queue_manager: QueueManager | N
                         restores_room=lambda room: not room.startswith(user_room("")))
     hooks.use_recovery(recovery)
     app.extensions["recovery"] = recovery
+    bindings = app.extensions.get("room_bindings")
+    if bindings is not None:  # the log serves recovery-capable clients, not the queue
+        bindings.waits_for = lambda eio_sid, namespace: not recovery.serves(eio_sid, namespace)
     server.start_background_task(recovery.run)
 
 

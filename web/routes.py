@@ -38,9 +38,11 @@ def readyz():
     nothing may take it out for that (docs/operations.md#readiness)."""
     manager = current_queue_manager()
     recovery = current_app.extensions.get("recovery")
+    bindings = current_app.extensions.get("room_bindings")
     body = assess_readiness(
         draining=current_drain().draining,
-        broker=manager.status() if manager else None,
+        broker={**manager.status(), "room_bindings": bindings.status() if bindings else None}
+        if manager else None,
         jobs=current_job_queue().status(),
         recovery=recovery.status() if recovery is not None else None)
     return {**body, "replica": current_settings().replica_id}, (
@@ -68,6 +70,10 @@ def assess_readiness(draining: bool, broker: dict | None, jobs: dict,
             degraded["broker_publisher"] = ("the broker publisher is away: this replica's events "
                                             "reach only its own clients; the API's emits are "
                                             "refused (503)")
+        bindings = broker.get("room_bindings")
+        if bindings is not None and not bindings["connected"]:
+            degraded["room_bindings"] = ("the room bindings' broker connection is away: events "
+                                         "to rooms new to this replica do not reach it yet")
         if broker["publisher_blocked"]:
             degraded["broker_blocked"] = ("the broker blocks this replica's publisher (a memory "
                                           "or disk alarm): its events to other replicas wait")

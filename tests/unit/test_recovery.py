@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-import kombu
 import pytest
 import socketio
 
+from common.broker import QueueManager
 from web import upstream
 from web.recovery import Recovery
 from web.recovery.decisions import (
@@ -90,8 +90,9 @@ class RecordingManager(socketio.Manager):
     def publish_to_queue(self, queue_name, data):
         self.records.append(data)
 
-    def fanout_exchange(self):
-        return kombu.Exchange(self.channel, type="fanout", durable=False)
+    fanout_exchange = QueueManager.fanout_exchange
+    routed_exchange = QueueManager.routed_exchange
+    logged_queue = QueueManager.logged_queue
 
     def await_queue(self, queue, create=True):
         pass  # no publisher here: what is published is recorded at once

@@ -94,6 +94,6 @@ def test_records_are_published_to_their_own_exchange_not_the_socketio_one():
     manager = QueueManager("memory://", "unit-channel")
     queue = manager.listener_queue()
     exchanges = {binding.exchange.name for binding in queue.bindings}
-    assert exchanges == {"unit-channel", "unit-channel.replicas"}
+    assert exchanges == {"unit-channel", "unit-channel.replicas", "unit-channel.routed"}
     assert manager.records_exchange().type == "fanout"
     assert manager.fanout_exchange().durable is False  # as stock emitters declare it

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from engineio import packet as eio_packet
 from socketio import packet as socketio_packet
 
-from common import metrics
+from common import metrics, routing
 from web.recovery.decisions import (
     CONNECTED,
     ENDED,
@@ -75,8 +75,9 @@ class Recovery:
         self.replica = f"{replica_id}.{manager.host_id[:8]}"
         self.clock = clock
         self.checkpoint_seconds = max(5.0, window_seconds / 2)
-        # Recent replayable entries, bounded in count and in bytes (their size as published).
-        self.memory: collections.deque[tuple[int, dict]] = collections.deque()
+        # Recent entries, bounded in count and in bytes (their size as published): replayable
+        # ones decoded, and those for none of this replica's clients as they came (JSON bytes).
+        self.memory: collections.deque[tuple[int, dict | bytes]] = collections.deque()
         self.memory_sizes: collections.deque[int] = collections.deque()
         self.memory_bytes = 0
         self.memory_events_max, self.memory_bytes_max = memory_events, memory_bytes
@@ -90,6 +91,9 @@ class Recovery:
         # namespace -> room -> clients, in log order: a room change is applied when the log
         # greenlet reaches it, so an emit to a room just before leaving it still arrives.
         self.members: dict[str, dict[str, set[Client]]] = {}
+        # The routing keys of the rooms of those clients (common/routing.py), each counted once
+        # per member: a log entry with none of them is for nobody here and is not decoded.
+        self.wanted_keys: collections.Counter[str] = collections.Counter()
         self.eio_sids: collections.Counter[str] = collections.Counter()  # the fast path skips
         self.forced_sids: dict[int, str] = {}  # thread/greenlet id -> the sid to give back
         self.disconnect_reasons: dict[tuple[str, str], str] = {}
@@ -155,7 +159,7 @@ class Recovery:
             raise RecoveryUnavailable(f"offset {start} is past this replica's log position "
                                       f"{client.read_until}")
         if start >= self.memory_from:  # all in memory (and nothing yields until it is copied)
-            earlier = [entry for entry in self.memory if start < entry[0] <= client.read_until]
+            earlier = self.remembered(start, client.read_until)
         else:
             earlier = self.streams.read_back(start + 1, client.read_until)
         client.missed = earlier + client.missed  # those logged meanwhile come after
@@ -209,6 +213,11 @@ class Recovery:
 
     _skipped: str | None = None
 
+    def serves(self, eio_sid: str | None, namespace: str) -> bool:
+        """Whether this connection's events come from the log (it is recovery-capable)."""
+        key = (eio_sid, namespace)
+        return key in self.clients or key in self.connecting
+
     def rooms_changed(self, sid: str, namespace: str) -> None:
         client = self.by_sid.get(namespace, {}).get(sid)
         if client is not None:
@@ -227,9 +236,19 @@ class Recovery:
                 holders.discard(client)
                 if not holders:
                     del members[room]
+            key = self._key(client.namespace, room)
+            self.wanted_keys[key] -= 1
+            if self.wanted_keys[key] <= 0:
+                del self.wanted_keys[key]
         for room in new - client.view:
             members.setdefault(room, set()).add(client)
+            self.wanted_keys[self._key(client.namespace, room)] += 1
         client.view = new
+
+    @staticmethod
+    def _key(namespace: str, room) -> str:
+        """The routing key an emit to `room` carries (the namespace's own: None)."""
+        return routing.BROADCAST_KEY if room is None else routing.room_key(namespace, room)
 
     def _apply_rooms(self, message: dict) -> None:
         client = self.by_sid.get(message.get("namespace") or "/", {}).get(message.get("sid"))
@@ -290,13 +309,36 @@ class Recovery:
         for p in packets:
             self.send_eio_packet(eio_sid, p)
 
-    def logged(self, offset: int, message, size: int = 0) -> None:
-        """One entry of the log, in order: remembered, and sent to this replica's clients."""
+    def log_entry(self, offset: int, keys: list[str] | None, body: bytes) -> None:
+        """One entry of the log as it came (web/recovery/streams.py): decoded only if one of
+        its routing keys is wanted here, or while a client connects (it may be recovering any
+        room); otherwise only remembered, for recoveries."""
+        if keys is not None and not self.connecting and \
+                self.wanted_keys.keys().isdisjoint(keys):
+            if self._advance(offset):
+                self.remember(offset, body, len(body))
+                metrics.RECOVERY_LOG_PASSED.inc()
+            return
+        try:
+            message = self.manager.json.loads(body)
+        except ValueError:
+            message = None
+        self.logged(offset, message, len(body))
+
+    def _advance(self, offset: int) -> bool:
+        """Move to `offset`; False if it was handled already (a consumer that resumed)."""
         if offset <= self.position:
-            return  # already handled (a consumer that resumed)
+            return False
         if self.position < 0:
             self.memory_from = offset - 1
         self.position = offset
+        return True
+
+    def logged(self, offset: int, message, size: int = 0) -> None:
+        """One entry of the log, in order, decoded: remembered, and sent to this replica's
+        clients."""
+        if not self._advance(offset):
+            return
         if isinstance(message, dict) and message.get("method") == ROOMS:
             self._apply_rooms(message)
             return
@@ -312,7 +354,20 @@ class Recovery:
                 if offset > client.since:
                     self._send(client.eio_sid, packets)
 
-    def remember(self, offset: int, message: dict, size: int) -> None:
+    def remembered(self, start: int, until: int) -> list[tuple[int, dict]]:
+        """The replayable entries in memory after `start`, up to `until`, decoded."""
+        entries = []
+        for offset, kept in self.memory:
+            if start < offset <= until:
+                try:
+                    message = self.manager.json.loads(kept) if isinstance(kept, bytes) else kept
+                except ValueError:
+                    continue
+                if replayable(message):
+                    entries.append((offset, message))
+        return entries
+
+    def remember(self, offset: int, message: dict | bytes, size: int) -> None:
         """Keep the entry in memory, forgetting the oldest beyond the count or the bytes allowed
         (a recovery that needs them reads them back from the stream)."""
         self.memory.append((offset, message))

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import kombu
 
-from common import metrics
+from common import metrics, routing
 from common.backoff import Backoff
 from common.broker import recovery_log_name
 from web.recovery.decisions import RecoveryUnavailable, replayable
@@ -39,7 +39,8 @@ READ_BACK_TIMEOUT_SECONDS = 5.0
 
 class Acks:
     """Stream deliveries acknowledged a batch at a time (one `multiple` ack per channel): an ack
-    per event was a write(2) per event, about 5 % of a replica's CPU under a steady fan-out."""
+    per event was a write(2) per event, about 5 % of a replica's CPU under a steady fan-out.
+    Takes kombu's messages and py-amqp's alike (both have `channel` and `delivery_tag`)."""
 
     def __init__(self) -> None:
         self.last: dict[int, object] = {}  # channel id -> its last delivery not acked yet
@@ -51,7 +52,7 @@ class Acks:
 
     def send(self) -> None:
         for message in self.last.values():
-            message.ack(multiple=True)
+            message.channel.basic_ack(message.delivery_tag, multiple=True)
         self.last.clear()
         self.count = 0
 
@@ -61,8 +62,9 @@ class LogReader(Protocol):
 
     position: int  # the last log offset it handled (-1: none yet): reading resumes after it
 
-    def logged(self, offset: int, message, size: int) -> None:
-        """One entry of the log, in order."""
+    def log_entry(self, offset: int, keys: list[str] | None, body: bytes) -> None:
+        """One entry of the log, in order, undecoded: its routing keys (None: not routed by
+        room, from a stock emitter or a replica's own records) and its JSON body."""
 
     def on_record(self, record) -> None:
         """One record of the sessions stream, in order."""
@@ -94,8 +96,8 @@ class RecoveryStreams:
         manager.await_queue(self.sessions_queue("first"))
 
     def log_queue(self, offset) -> kombu.Queue:
-        return kombu.Queue(
-            self.log_name, self.manager.fanout_exchange(), durable=True,
+        return self.manager.logged_queue(
+            self.log_name, durable=True,
             queue_arguments={"x-queue-type": "stream",
                              "x-max-age": f"{int(self.window) + RETENTION_MARGIN_SECONDS}s",
                              "x-max-length-bytes": LOG_MAX_BYTES,
@@ -133,13 +135,19 @@ class RecoveryStreams:
             log_queue, sessions_queue = self.log_queue(log_start), self.sessions_queue(
                 sessions_start)
             accept = ["text/plain", "application/json"]
-            log_consumer = kombu.Consumer(connection.channel(), [log_queue], accept=accept,
-                                          prefetch_count=PREFETCH,
-                                          callbacks=[lambda _, m: entries.append(m)])
+            # The log is consumed with py-amqp's own messages, not kombu's: most entries are for
+            # none of this replica's clients (routed by room, common/routing.py) and are kept
+            # as they came, undecoded; a kombu message per entry cost more than the rest.
+            log_channel = connection.channel()
+            log_queue(log_channel).declare()
+            log_channel.basic_qos(0, PREFETCH, False)
+            log_channel.basic_consume(queue=self.log_name, callback=entries.append,
+                                      arguments={"x-stream-offset": log_start})
+            routed = routing.routed_exchange_name(self.manager.channel)
             sessions_consumer = kombu.Consumer(connection.channel(), [sessions_queue],
                                                accept=accept, prefetch_count=PREFETCH,
                                                callbacks=[lambda _, m: records.append(m)])
-            with log_consumer, sessions_consumer:
+            with sessions_consumer:
                 if reader.position < 0:  # where "next" is: a mark of our own, read back
                     connection.Producer().publish(
                         self.manager.json.dumps({"method": "recovery_mark",
@@ -163,10 +171,12 @@ class RecoveryStreams:
                         reader.on_record(self._decode(message))
                     while entries:
                         message = entries.popleft()
-                        offset = message.headers.get("x-stream-offset")
+                        headers = message.properties.get("application_headers") or {}
+                        offset = headers.get("x-stream-offset")
                         acks.later(message)
                         if isinstance(offset, int):
-                            reader.logged(offset, self._decode(message), len(message.body))
+                            reader.log_entry(offset, entry_keys(message, headers, routed),
+                                             message.body)
                     now = time.monotonic()
                     if now >= next_ack or acks.count >= ACK_EVERY_MESSAGES:
                         acks.send()
@@ -183,7 +193,7 @@ class RecoveryStreams:
                         next_checkpoint = now + self.checkpoint_seconds
 
 
-    def _decode(self, message):
+    def _decode(self, message):  # a kombu message
         try:
             payload = message.payload
             return self.manager.json.loads(payload) if isinstance(payload, (str, bytes)) \
@@ -227,3 +237,12 @@ class RecoveryStreams:
         metrics.RECOVERY_READ_BACK.inc(last - first + 1)
         return entries
 
+
+
+def entry_keys(message, headers: dict, routed_exchange: str) -> list[str] | None:
+    """The routing keys a log entry was published with (common/routing.py), read without
+    decoding its body; None if it did not come through the routed exchange."""
+    if message.delivery_info.get("exchange") != routed_exchange:
+        return None
+    cc = headers.get("CC")
+    return [message.delivery_info.get("routing_key"), *(cc if isinstance(cc, list) else ())]

@@ -1,0 +1,176 @@
+"""The rooms this replica's listener queue is bound to: routing by room (common/routing.py).
+
+While the replica has a member of a room, its queue is bound to the room's key on the routed
+exchange, so an event to that room reaches it and events to other rooms do not. The bindings are
+kept by one greenlet on a connection of its own (`run`):
+
+* a join waits until its room is bound (`room_changed`), so that every event published to the
+  room after the join is acknowledged reaches the member; joins to a room that is bound already,
+  the common case, wait for nothing. Binds that queue up meanwhile go to the broker together, as
+  one round trip;
+* a room whose last member left stays bound for UNBIND_AFTER_SECONDS (a room left and joined
+  again costs the broker nothing), then is unbound, at most UNBINDS_PER_SECOND a second: join
+  and leave churn costs the broker a bounded number of binding operations. Events to it that
+  arrive meanwhile find no member and are dropped by the manager, as before;
+* when the listener's queue is declared again (a new connection; a new queue after an outage),
+  every binding is made again.
+
+A client served by the recovery log (web/recovery/) gets its events from the log, not from this
+queue, so its joins do not wait (a recovery that restores its rooms must not yield).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from common import metrics, routing
+from common.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+BIND_WAIT_SECONDS = 5.0  # the most a join waits for its binding (the broker is away)
+UNBIND_AFTER_SECONDS = 10.0
+UNBINDS_PER_SECOND = 200
+BATCH = 500  # binding operations sent before one round trip confirms them
+
+
+class RoomBindings:
+    """The room keys of one replica's listener queue (common/broker.py's QueueManager)."""
+
+    def __init__(self, queue_manager, *, clock: Callable[[], float] = time.monotonic,
+                 unbind_after: float = UNBIND_AFTER_SECONDS,
+                 unbinds_per_second: int = UNBINDS_PER_SECOND):
+        self.queue_manager = queue_manager
+        self.clock = clock
+        self.unbind_after = unbind_after
+        self.unbinds_per_second = unbinds_per_second
+        # Whether a member's join must wait for its room's binding (False: the recovery log
+        # serves it); web/app.py sets it when recovery is on.
+        self.waits_for: Callable[[str | None, str], bool] = lambda eio_sid, namespace: True
+        self.bound: set[str] = set()  # keys bound on the broker
+        self.to_bind: set[str] = set()
+        self.idle_since: dict[str, float] = {}  # bound keys without a member here, since when
+        self.changed = threading.Condition()
+        self.connected = False
+        queue_manager.on_listener_bound = self.bind_again
+
+    # -- what the replica's rooms ask (a RoomListener of web/upstream/registry.py) --------------
+
+    def room_changed(self, sid: str, namespace: str, room, eio_sid: str | None,
+                     entered: bool) -> None:
+        key = routing.bound_key(namespace, room, self.queue_manager.session_prefix)
+        if key is None:
+            return
+        if not entered:
+            # The manager is the Socket.IO server's: {namespace: {room: {sid: eio_sid}}}.
+            if not self.queue_manager.rooms.get(namespace, {}).get(room):  # its last member left
+                with self.changed:
+                    if key in self.bound or key in self.to_bind:
+                        self.idle_since[key] = self.clock()
+            return
+        with self.changed:
+            self.idle_since.pop(key, None)
+            if key in self.bound:
+                return
+            self.to_bind.add(key)
+            self.changed.notify_all()
+        if self.waits_for(eio_sid, namespace):
+            self._wait_bound(key, room)
+
+    def _wait_bound(self, key: str, room) -> None:
+        started = time.monotonic()
+        deadline = started + BIND_WAIT_SECONDS
+        with self.changed:
+            while key not in self.bound:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.error("room %.50r is not bound yet after %.0fs (the broker is away?): "
+                              "its events reach this replica once it is", room, BIND_WAIT_SECONDS)
+                    return
+                self.changed.wait(left)
+        metrics.BINDING_WAITS.observe(time.monotonic() - started)
+
+    def bind_again(self) -> None:
+        """The listener's queue was declared again: it may be a new one, with none of them."""
+        with self.changed:
+            self.to_bind |= self.bound
+            self.bound.clear()
+            self.changed.notify_all()
+
+    # -- the greenlet that talks to the broker --------------------------------------------------
+
+    def run(self) -> None:
+        """Keep the bindings for good (web/app.py starts it), on a connection of its own."""
+        backoff = Backoff(most=self.queue_manager.limits.retry_max_seconds)
+        while True:
+            try:
+                with self.queue_manager.broker_connection() as connection:
+                    channel = connection.channel()
+                    self.queue_manager.routed_exchange()(channel).declare()
+                    self.connected = True
+                    backoff.reset()
+                    self._serve(connection, channel)
+            except Exception as exc:
+                if self.connected:
+                    log.error("room bindings lost their broker connection: %s", exc)
+                self.connected = False
+                backoff.wait()
+
+    def _serve(self, connection, channel) -> None:
+        next_sweep = next_heartbeat = 0.0
+        while True:
+            with self.changed:
+                if not self.to_bind or not self.queue_manager.listener_bound:
+                    self.changed.wait(1.0)
+                binds = set(list(self.to_bind)[:BATCH]) if self.queue_manager.listener_bound else set()
+                self.to_bind -= binds
+            now = self.clock()
+            sweep = now >= next_sweep and self.queue_manager.listener_bound
+            unbinds = self._due_unbinds(now) if sweep else []
+            if binds or unbinds:
+                self._apply(channel, binds, unbinds)
+            if now >= next_sweep:
+                next_sweep = now + 1.0
+            if time.monotonic() >= next_heartbeat:
+                connection.heartbeat_check()
+                next_heartbeat = time.monotonic() + 1.0
+
+    def _due_unbinds(self, now: float) -> list[str]:
+        with self.changed:
+            due = [key for key, since in self.idle_since.items()
+                   if now - since >= self.unbind_after][:self.unbinds_per_second]
+            for key in due:
+                del self.idle_since[key]
+                # From here a join to it waits again: the unbind below may come first.
+                self.bound.discard(key)
+            return due
+
+    def _apply(self, channel, binds: set[str], unbinds: list[str]) -> None:
+        queue, exchange = self.queue_manager.listener_queue_name, self.queue_manager.routed_exchange().name
+        try:
+            for key in unbinds:  # (AMQP's unbind has no no-wait: one round trip each)
+                channel.queue_unbind(queue=queue, exchange=exchange, routing_key=key)
+            for key in binds:
+                channel.queue_bind(queue=queue, exchange=exchange, routing_key=key, nowait=True)
+            # Answered after every bind above is done: a channel's methods are handled in order.
+            channel.queue_declare(queue=queue, passive=True)
+        except BaseException:
+            with self.changed:  # all tried again on the next connection
+                self.to_bind |= binds
+                for key in unbinds:
+                    if key not in self.to_bind:
+                        self.idle_since.setdefault(key, 0.0)
+            raise
+        metrics.BINDING_OPERATIONS.labels("bind").inc(len(binds))
+        metrics.BINDING_OPERATIONS.labels("unbind").inc(len(unbinds))
+        with self.changed:
+            self.bound |= binds
+            metrics.ROOM_BINDINGS.set(len(self.bound))
+            self.changed.notify_all()
+
+    def status(self) -> dict:
+        return {"connected": self.connected, "room_bindings": len(self.bound),
+                "binds_waiting": len(self.to_bind), "idle": len(self.idle_since)}
