@@ -225,7 +225,7 @@ class QueueManager(socketio.KombuManager):
                 # Every second, busy or idle: a publisher that never paused never read the
                 # broker's heartbeats, so a frozen broker went unnoticed while it kept publishing.
                 if time.monotonic() >= next_keep_alive:
-                    self._keep_alive(connection)
+                    self.keep_alive(connection)
                     next_keep_alive = time.monotonic() + 1
                 if message is None:
                     continue
@@ -322,9 +322,10 @@ class QueueManager(socketio.KombuManager):
         metrics.BROKER_PUBLISHER_BLOCKED.labels("fanout").set(0)
 
     @staticmethod
-    def _keep_alive(connection: kombu.Connection) -> None:
-        """Read the broker's heartbeats and send ours (the publisher: every second, busy or idle);
-        raise if the connection is dead."""
+    def keep_alive(connection: kombu.Connection) -> None:
+        """Read the broker's heartbeats and send ours, on a connection that otherwise only
+        writes (the publisher, the room bindings: every second, busy or idle); raise if the
+        connection is dead."""
         try:
             connection.drain_events(timeout=0.01)
         except TimeoutError:

@@ -43,7 +43,7 @@ class RoomBindings:
     def __init__(self, queue_manager, *, clock: Callable[[], float] = time.monotonic,
                  unbind_after: float = UNBIND_AFTER_SECONDS,
                  unbinds_per_second: int = UNBINDS_PER_SECOND):
-        self.queue_manager = queue_manager
+        self.broker = queue_manager  # common/broker.py's QueueManager, this replica's
         self.clock = clock
         self.unbind_after = unbind_after
         self.unbinds_per_second = unbinds_per_second
@@ -61,12 +61,12 @@ class RoomBindings:
 
     def room_changed(self, sid: str, namespace: str, room, eio_sid: str | None,
                      entered: bool) -> None:
-        key = routing.bound_key(namespace, room, self.queue_manager.session_prefix)
+        key = routing.bound_key(namespace, room, self.broker.session_prefix)
         if key is None:
             return
         if not entered:
             # The manager is the Socket.IO server's: {namespace: {room: {sid: eio_sid}}}.
-            if not self.queue_manager.rooms.get(namespace, {}).get(room):  # its last member left
+            if not self.broker.rooms.get(namespace, {}).get(room):  # its last member left
                 with self.changed:
                     if key in self.bound or key in self.to_bind:
                         self.idle_since[key] = self.clock()
@@ -104,12 +104,12 @@ class RoomBindings:
 
     def run(self) -> None:
         """Keep the bindings for good (web/app.py starts it), on a connection of its own."""
-        backoff = Backoff(most=self.queue_manager.limits.retry_max_seconds)
+        backoff = Backoff(most=self.broker.limits.retry_max_seconds)
         while True:
             try:
-                with self.queue_manager.broker_connection() as connection:
+                with self.broker.broker_connection() as connection:
                     channel = connection.channel()
-                    self.queue_manager.routed_exchange()(channel).declare()
+                    self.broker.routed_exchange()(channel).declare()
                     self.connected = True
                     backoff.reset()
                     self._serve(connection, channel)
@@ -123,19 +123,19 @@ class RoomBindings:
         next_sweep = next_heartbeat = 0.0
         while True:
             with self.changed:
-                if not self.to_bind or not self.queue_manager.listener_bound:
+                if not self.to_bind or not self.broker.listener_bound:
                     self.changed.wait(1.0)
-                binds = set(list(self.to_bind)[:BATCH]) if self.queue_manager.listener_bound else set()
+                binds = set(list(self.to_bind)[:BATCH]) if self.broker.listener_bound else set()
                 self.to_bind -= binds
             now = self.clock()
-            sweep = now >= next_sweep and self.queue_manager.listener_bound
+            sweep = now >= next_sweep and self.broker.listener_bound
             unbinds = self._due_unbinds(now) if sweep else []
             if binds or unbinds:
                 self._apply(channel, binds, unbinds)
             if now >= next_sweep:
                 next_sweep = now + 1.0
-            if time.monotonic() >= next_heartbeat:
-                connection.heartbeat_check()
+            if time.monotonic() >= next_heartbeat:  # read the broker's heartbeats, send ours
+                self.broker.keep_alive(connection)
                 next_heartbeat = time.monotonic() + 1.0
 
     def _due_unbinds(self, now: float) -> list[str]:
@@ -149,7 +149,7 @@ class RoomBindings:
             return due
 
     def _apply(self, channel, binds: set[str], unbinds: list[str]) -> None:
-        queue, exchange = self.queue_manager.listener_queue_name, self.queue_manager.routed_exchange().name
+        queue, exchange = self.broker.listener_queue_name, self.broker.routed_exchange().name
         try:
             for key in unbinds:  # (AMQP's unbind has no no-wait: one round trip each)
                 channel.queue_unbind(queue=queue, exchange=exchange, routing_key=key)

@@ -39,6 +39,12 @@ from web.recovery.streams import HEARTBEAT_SECONDS, RecoveryStreams
 
 log = logging.getLogger(__name__)
 
+# With no recovery-capable client here, the log is only remembered: it is read in batches this
+# far apart (web/recovery/streams.py's `_drain`), and a client that comes back with a later
+# offset waits for the reader to reach it, at most CATCH_UP_SECONDS.
+IDLE_PACE_SECONDS = 0.1
+CATCH_UP_SECONDS = 2.0
+
 
 @dataclass(eq=False)
 class Client:
@@ -114,6 +120,7 @@ class Recovery:
         """Before the app's connect handler: the session to restore, or a new one. From here on
         the log greenlet adds what it logs to `client.missed`; the fast path skips the client."""
         key = (eio_sid, namespace)
+        self._catch_up(parse_offset(auth.get("offset")))
         client = Client(pid=secrets.token_urlsafe(16), namespace=namespace, eio_sid=eio_sid,
                         start=self.position, read_until=self.position)
         self.connecting[key] = client
@@ -128,6 +135,16 @@ class Recovery:
         else:
             self.forced_sids[threading.get_ident()] = client.sid
         return client
+
+    def _catch_up(self, offset: int | None) -> None:
+        """Wait for the log reader to reach a returning client's offset: a reader that reads in
+        batches (`pace`) may be behind what the client saw on another replica."""
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while offset is not None and offset > self.position and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def pace(self) -> float:
+        return 0.0 if self.clients or self.connecting else IDLE_PACE_SECONDS
 
     def end(self, client: Client) -> None:
         """After the connect handler, answered or refused."""
