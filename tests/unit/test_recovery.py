@@ -9,6 +9,7 @@ import pytest
 import socketio
 
 from common.broker import QueueManager
+from common.routing import routing_keys
 from web import upstream
 from web.recovery import Recovery
 from web.recovery.decisions import (
@@ -231,3 +232,41 @@ def test_memory_keeps_recent_events_within_a_count_and_a_byte_budget(replica):
 
     recovery.logged(20, emit(data="huge"), size=5_000)  # one entry is always kept
     assert [offset for offset, _ in recovery.memory] == [20] and recovery.memory_from == 19
+
+
+def routed(recovery, offset, message):
+    """An entry as the log reader gets it from the routed exchange: its keys, its JSON body."""
+    recovery.log_entry(offset, routing_keys(message), json.dumps(message).encode())
+
+
+def test_entries_for_nobody_here_are_kept_undecoded_and_replayed_to_who_needs_them(replica):
+    server, recovery, sent, clock = replica
+    connect(server, "e1", {"recover": True})
+    sid = next(json.loads(data[1:]) for s, data in sent if s == "e1" and data[0] == "0")["sid"]
+    server.enter_room(sid, "room-a", namespace="/")
+    recovery.logged(1, recovery.manager.records[-1])  # the room change, as the log has it
+
+    routed(recovery, 2, emit(room="room-b", data={"n": 2}))  # nobody here is in room-b
+    routed(recovery, 3, emit(data={"n": 3}))  # everyone
+    routed(recovery, 4, emit(room="room-a", data={"n": 4}))
+    routed(recovery, 5, emit(room=sid, data={"n": 5}))  # its own sid
+    assert events_to(sent, "e1") == [["my_response", {"n": 3}, "3"],
+                                     ["my_response", {"n": 4}, "4"],
+                                     ["my_response", {"n": 5}, "5"]]
+    assert isinstance(dict(recovery.memory)[2], bytes)  # passed over, kept as it came
+
+    # A session of another replica, in room-b, comes back here: room-b's entry is replayed.
+    recovery.on_record({"kind": "session", "pid": "p2", "sid": "10.0.0.9.5000.other",
+                        "namespace": "/", "rooms": ["room-b", "10.0.0.9.5000.other"],
+                        "since": 1, "replica": "web-9.x", "state": GONE, "generation": 1,
+                        "at": clock.now})
+    connect(server, "e2", {"recover": True, "pid": "p2", "offset": "1"})
+    assert events_to(sent, "e2") == [["my_response", {"n": 2}, "2"],
+                                     ["my_response", {"n": 3}, "3"]]
+
+
+def test_with_no_recovering_client_the_log_is_read_in_batches(replica):
+    server, recovery, sent, _ = replica
+    assert recovery.pace() > 0
+    connect(server, "e1", {"recover": True})
+    assert recovery.pace() == 0

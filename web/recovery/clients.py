@@ -98,7 +98,8 @@ class Recovery:
         # greenlet reaches it, so an emit to a room just before leaving it still arrives.
         self.members: dict[str, dict[str, set[Client]]] = {}
         # The routing keys of the rooms of those clients (common/routing.py), each counted once
-        # per member: a log entry with none of them is for nobody here and is not decoded.
+        # per member (their own sids too): a log entry with none of them, and not to everyone,
+        # is for nobody here and is not decoded.
         self.wanted_keys: collections.Counter[str] = collections.Counter()
         self.eio_sids: collections.Counter[str] = collections.Counter()  # the fast path skips
         self.forced_sids: dict[int, str] = {}  # thread/greenlet id -> the sid to give back
@@ -253,19 +254,14 @@ class Recovery:
                 holders.discard(client)
                 if not holders:
                     del members[room]
-            key = self._key(client.namespace, room)
+            key = routing.room_key(client.namespace, room)
             self.wanted_keys[key] -= 1
             if self.wanted_keys[key] <= 0:
                 del self.wanted_keys[key]
         for room in new - client.view:
             members.setdefault(room, set()).add(client)
-            self.wanted_keys[self._key(client.namespace, room)] += 1
+            self.wanted_keys[routing.room_key(client.namespace, room)] += 1
         client.view = new
-
-    @staticmethod
-    def _key(namespace: str, room) -> str:
-        """The routing key an emit to `room` carries (the namespace's own: None)."""
-        return routing.BROADCAST_KEY if room is None else routing.room_key(namespace, room)
 
     def _apply_rooms(self, message: dict) -> None:
         client = self.by_sid.get(message.get("namespace") or "/", {}).get(message.get("sid"))
@@ -330,8 +326,8 @@ class Recovery:
         """One entry of the log as it came (web/recovery/streams.py): decoded only if one of
         its routing keys is wanted here, or while a client connects (it may be recovering any
         room); otherwise only remembered, for recoveries."""
-        if keys is not None and not self.connecting and \
-                self.wanted_keys.keys().isdisjoint(keys):
+        if keys is not None and not self.connecting and self.wanted_keys.keys().isdisjoint(keys) \
+                and not (self.clients and routing.BROADCAST_KEY in keys):
             if self._advance(offset):
                 self.remember(offset, body, len(body))
                 metrics.RECOVERY_LOG_PASSED.inc()
