@@ -4,6 +4,7 @@ python-socketio server whose Engine.IO sends are recorded (no network, no broker
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import socketio
@@ -12,6 +13,7 @@ from common.broker import QueueManager
 from common.routing import routing_keys
 from web import upstream
 from web.recovery import Recovery
+from web.recovery.clients import PAUSE_AFTER_SECONDS
 from web.recovery.decisions import (
     CONNECTED,
     ENDED,
@@ -270,3 +272,19 @@ def test_with_no_recovering_client_the_log_is_read_in_batches(replica):
     assert recovery.pace() > 0
     connect(server, "e1", {"recover": True})
     assert recovery.pace() == 0
+
+
+def test_a_replica_with_no_use_for_the_log_stops_reading_it_and_starts_again_when_asked(replica):
+    server, recovery, sent, _ = replica
+    recovery.logged(1, emit(data={"n": 1}))
+    recovery.live_at -= PAUSE_AFTER_SECONDS + 1
+    assert recovery.may_pause()
+    recovery.paused()
+    assert recovery.position == -1 and not recovery.memory and not recovery.status()["reading_log"]
+
+    # A client asks for recovery: it waits for the reader to start again at the log's end.
+    threading.Timer(0.05, lambda: recovery.logged(7, {"method": "recovery_mark"})).start()
+    connect(server, "e1", {"recover": True})
+    answer = next(json.loads(data[1:]) for s, data in sent if s == "e1" and data[0] == "0")
+    assert answer["pid"] and recovery.position == 7 and recovery.memory_from == 6
+    assert not recovery.may_pause()  # a client is here

@@ -41,9 +41,13 @@ log = logging.getLogger(__name__)
 
 # With no recovery-capable client here, the log is only remembered: it is read in batches this
 # far apart (web/recovery/streams.py's `_drain`), and a client that comes back with a later
-# offset waits for the reader to reach it, at most CATCH_UP_SECONDS.
+# offset waits for the reader to reach it, at most CATCH_UP_SECONDS. After PAUSE_AFTER_SECONDS
+# of that the log is not read at all; the first client that asks for recovery starts it again
+# at the log's end, waiting at most START_SECONDS for it.
 IDLE_PACE_SECONDS = 0.1
 CATCH_UP_SECONDS = 2.0
+PAUSE_AFTER_SECONDS = 10.0
+START_SECONDS = 3.0
 
 
 @dataclass(eq=False)
@@ -88,7 +92,9 @@ class Recovery:
         self.memory_bytes = 0
         self.memory_events_max, self.memory_bytes_max = memory_events, memory_bytes
         self.memory_from = -1  # memory holds every replayable entry after this offset
-        self.position = -1  # the last log offset this replica handled (-1: none yet)
+        self.position = -1  # the last log offset this replica handled (-1: none yet, or paused)
+        self.log_wanted = 0  # handshakes waiting for the log to be read again
+        self.live_at = time.monotonic()  # when the log was last of use here
         self.sessions: dict[str, dict] = {}  # pid -> its latest record
         self.heartbeats: dict[str, float] = {}  # replica -> when last heard
         self.connecting: dict[tuple[str, str], Client] = {}  # (eio_sid, namespace)
@@ -114,8 +120,19 @@ class Recovery:
     # -- the handshake (called by web/upstream/install.py's wrappers) --------------------------
 
     def wants(self, namespace: str, auth) -> bool:
-        return (namespace in self.namespaces and isinstance(auth, dict)
-                and auth.get("recover") is True and self.position >= 0)
+        if not (namespace in self.namespaces and isinstance(auth, dict)
+                and auth.get("recover") is True):
+            return False
+        if self.position < 0:  # the log is not being read (paused, or starting): start it
+            self.log_wanted += 1
+            self.streams.wake.set()
+            try:
+                deadline = time.monotonic() + START_SECONDS
+                while self.position < 0 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            finally:
+                self.log_wanted -= 1
+        return self.position >= 0
 
     def begin(self, eio_sid: str, namespace: str, auth: dict) -> Client:
         """Before the app's connect handler: the session to restore, or a new one. From here on
@@ -144,8 +161,27 @@ class Recovery:
         while offset is not None and offset > self.position and time.monotonic() < deadline:
             time.sleep(0.005)
 
+    # -- how the log is read (web/recovery/streams.py) ------------------------------------------
+
+    def live(self) -> bool:
+        return bool(self.clients or self.connecting or self.log_wanted)
+
     def pace(self) -> float:
-        return 0.0 if self.clients or self.connecting else IDLE_PACE_SECONDS
+        return 0.0 if self.live() else IDLE_PACE_SECONDS
+
+    def may_pause(self) -> bool:
+        now = time.monotonic()
+        if self.live():
+            self.live_at = now
+            return False
+        return now - self.live_at >= PAUSE_AFTER_SECONDS
+
+    def paused(self) -> None:
+        """The log is no longer read: what is remembered of it stops being current."""
+        self.position = self.memory_from = -1
+        self.memory.clear()
+        self.memory_sizes.clear()
+        self.memory_bytes = 0
 
     def end(self, client: Client) -> None:
         """After the connect handler, answered or refused."""
@@ -438,7 +474,9 @@ class Recovery:
             self._record(client, CONNECTED, self.manager.get_rooms(client.sid, client.namespace))
 
     def status(self) -> dict:
-        return {"ready": self.streams.bound and self.position >= 0, "position": self.position,
+        reading = self.position >= 0
+        return {"ready": self.streams.bound and (reading or not self.live()),
+                "reading_log": reading, "position": self.position,
                 "clients": len(self.clients), "sessions_known": len(self.sessions),
                 "in_memory": len(self.memory),
                 "in_memory_bytes": self.memory_bytes}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -35,6 +36,7 @@ SESSIONS_SEGMENT_BYTES = 4_000_000
 PREFETCH = 1000
 ACK_EVERY_SECONDS, ACK_EVERY_MESSAGES = 1.0, PREFETCH // 4  # well within the prefetch credit
 READ_BACK_TIMEOUT_SECONDS = 5.0
+IDLE_DRAIN_SECONDS = 0.5  # how often the sessions stream is read while the log is not
 
 
 class Acks:
@@ -57,6 +59,32 @@ class Acks:
         self.count = 0
 
 
+class LogConsumer:
+    """The consumer of the recovery log on the log greenlet's channel: started where the reader
+    stopped, or at the log's end (a mark of our own read back says where that is); stopped while
+    the replica has no use for the log (`LogReader.may_pause`)."""
+
+    def __init__(self, streams: RecoveryStreams, connection, channel, entries) -> None:
+        self.streams, self.connection, self.channel = streams, connection, channel
+        self.entries = entries
+        self.tag: str | None = None
+
+    def start(self, reader: LogReader) -> None:
+        start = reader.position + 1 if reader.position >= 0 else "next"
+        self.tag = self.channel.basic_consume(queue=self.streams.log_name,
+                                              callback=self.entries.append,
+                                              arguments={"x-stream-offset": start})
+        if reader.position < 0:  # where "next" is: a mark of our own, read back
+            self.connection.Producer().publish(
+                self.streams.manager.json.dumps({"method": "recovery_mark",
+                                                 "replica": self.streams.replica}),
+                exchange=kombu.Exchange(""), routing_key=self.streams.log_name)
+
+    def stop(self) -> None:
+        self.channel.basic_cancel(self.tag)  # deliveries sent before its answer still arrive
+        self.tag = None
+
+
 class LogReader(Protocol):
     """What the streams are read into (web/recovery/clients.py's Recovery)."""
 
@@ -64,6 +92,15 @@ class LogReader(Protocol):
 
     def pace(self) -> float:
         """0: deliver each entry as it comes; more: seconds the entries may gather first."""
+
+    def live(self) -> bool:
+        """Whether the log must be read now."""
+
+    def may_pause(self) -> bool:
+        """Whether it may stop reading the log for now (no client has any use for it)."""
+
+    def paused(self) -> None:
+        """It stopped reading: what it knows of the log is no longer current."""
 
     def log_entry(self, offset: int, keys: list[str] | None, body: bytes) -> None:
         """One entry of the log, in order, undecoded: its routing keys (None: not routed by
@@ -93,6 +130,7 @@ class RecoveryStreams:
         self.sessions_name = f"{manager.channel}.recovery-sessions"
         self.sessions_position = -1
         self.bound = False
+        self.wake = threading.Event()  # cuts a paced wait short (a client asks for the log)
         # Whatever the publisher holds while the broker is away goes into the log, and the session
         # records into theirs, once it is back (common.broker's `_await_queues`).
         manager.await_queue(self.log_queue("next"))
@@ -120,12 +158,15 @@ class RecoveryStreams:
         """The log greenlet: reads both streams into `reader` for good, resuming where it
         stopped."""
         self.backoff = Backoff(most=self.manager.limits.retry_max_seconds)
+        failed = False
         while True:
             try:
                 self._consume(reader)
             except Exception as exc:
-                if self.bound:
-                    log.error("recovery log reader lost its broker connection: %s", exc)
+                if self.bound or not failed:  # said once, until it is bound again
+                    log.error("recovery log reader %s: %s", "lost its broker connection"
+                              if self.bound else "cannot bind its streams", exc)
+                failed = not self.bound
                 self.bound = False
                 self.backoff.wait()
 
@@ -133,37 +174,32 @@ class RecoveryStreams:
         entries: collections.deque = collections.deque()
         records: collections.deque = collections.deque()
         with self.manager.broker_connection() as connection:
-            log_start = reader.position + 1 if reader.position >= 0 else "next"
             sessions_start = self.sessions_position + 1 if self.sessions_position >= 0 else "first"
-            log_queue, sessions_queue = self.log_queue(log_start), self.sessions_queue(
-                sessions_start)
             accept = ["text/plain", "application/json"]
             # The log is consumed with py-amqp's own messages, not kombu's: most entries are for
             # none of this replica's clients (routed by room, common/routing.py) and are kept
             # as they came, undecoded; a kombu message per entry cost more than the rest.
             log_channel = connection.channel()
-            log_queue(log_channel).declare()
+            self.log_queue("next")(log_channel).declare()
             log_channel.basic_qos(0, PREFETCH, False)
-            log_channel.basic_consume(queue=self.log_name, callback=entries.append,
-                                      arguments={"x-stream-offset": log_start})
+            tail = LogConsumer(self, connection, log_channel, entries)
+            if reader.live():
+                tail.start(reader)
             routed = routing.routed_exchange_name(self.manager.channel)
-            sessions_consumer = kombu.Consumer(connection.channel(), [sessions_queue],
+            sessions_consumer = kombu.Consumer(connection.channel(),
+                                               [self.sessions_queue(sessions_start)],
                                                accept=accept, prefetch_count=PREFETCH,
                                                callbacks=[lambda _, m: records.append(m)])
             with sessions_consumer:
-                if reader.position < 0:  # where "next" is: a mark of our own, read back
-                    connection.Producer().publish(
-                        self.manager.json.dumps({"method": "recovery_mark",
-                                                 "replica": self.replica}),
-                        exchange=kombu.Exchange(""), routing_key=self.log_name)
                 self.bound = True
                 self.backoff.reset()  # the next outage starts from the shortest pause again
                 log.info("recovery log reader bound to streams %s and %s", self.log_name,
-                         self.sessions_name)
+                          self.sessions_name)
                 next_heartbeat = next_checkpoint = next_ack = 0.0
                 acks = Acks()
                 while True:
-                    self._drain(connection, reader.pace(), entries, records)
+                    self._drain(connection, reader.pace() if tail.tag else IDLE_DRAIN_SECONDS,
+                                entries, records)
                     while records:
                         message = records.popleft()
                         self.sessions_position = message.headers.get("x-stream-offset", -1)
@@ -174,9 +210,14 @@ class RecoveryStreams:
                         headers = message.properties.get("application_headers") or {}
                         offset = headers.get("x-stream-offset")
                         acks.later(message)
-                        if isinstance(offset, int):
+                        if isinstance(offset, int) and tail.tag:
                             reader.log_entry(offset, entry_keys(message, headers, routed),
                                              message.body)
+                    if tail.tag and reader.may_pause():
+                        tail.stop()  # what it sent before it stopped was passed over above
+                        reader.paused()
+                    elif not tail.tag and reader.live():
+                        tail.start(reader)
                     now = time.monotonic()
                     if now >= next_ack or acks.count >= ACK_EVERY_MESSAGES:
                         acks.send()
@@ -192,19 +233,19 @@ class RecoveryStreams:
                         reader.prune()
                         next_checkpoint = now + self.checkpoint_seconds
 
-
     def _drain(self, connection, pace: float, entries, records) -> None:
         """Read what the broker sent: at once (waiting up to a second for something), or, with
-        a `pace`, after letting entries gather for that long, all of them in one go (without the
-        pause while a batch fills the prefetch: the reader is behind). A replica woken for each
-        entry paid a wake-up of gevent's hub per event, more than the entry itself, for entries
-        none of its clients wanted."""
+        a `pace`, after letting entries gather for that long (or until `wake`), all of them in
+        one go (without the pause while a batch fills the prefetch: the reader is behind). A
+        replica woken for each entry paid a wake-up of gevent's hub per event, more than the
+        entry itself, for entries none of its clients wanted."""
         try:
             if not pace:
                 connection.drain_events(timeout=1)
                 return
             if not self.behind:
-                time.sleep(pace)
+                self.wake.wait(pace)
+                self.wake.clear()
             self.behind = False
             while len(entries) + len(records) < PREFETCH:
                 connection.drain_events(timeout=0.001)
