@@ -13,6 +13,7 @@ from loadtest import procstats
 
 BUSY_LOAD = 2.5  # a 1-minute load average above this on 2 cores: other work shared the machine
 SERVER_GROUPS = ("web", "nginx", "broker")
+FELL_BEHIND = 0.95  # rooms: fewer deliveries than this share of those due in the window
 BROKER_NAME = {"stack": "RabbitMQ", "stack-recovering": "RabbitMQ",
                "stack-no-recovery": "RabbitMQ", "recipe": "RabbitMQ", "node": "Redis",
                "node-sharded": "Redis"}
@@ -118,6 +119,10 @@ def summarize_rooms(done: list[dict[str, Any]], published: dict[str, Any], *,
     seconds, idle_seconds = end - start, idle_end - idle_start
     events = published["inWindow"]
     in_window = sum(d["inWindow"] for d in done)
+    delivery = deliveries(done)
+    # What the members would have received in the window had they kept up with the publisher.
+    due_in_window = (delivery["expected"] * events / published["sent"]
+                     if published.get("sent") else 0.0)
 
     def used(group: str) -> tuple[float | None, float | None]:
         """(CPU seconds in the window, its idle rate in cores)."""
@@ -155,7 +160,7 @@ def summarize_rooms(done: list[dict[str, Any]], published: dict[str, Any], *,
                    for group in (*SERVER_GROUPS, "generator", "publisher"))
     other = machine - measured if machine is not None else None
     return {
-        **deliveries(done),
+        **delivery,
         "messages": published["sent"],
         "misrouted": sum(d.get("misrouted", 0) for d in done),
         "members": sum(d.get("members", 0) for d in done),
@@ -168,6 +173,9 @@ def summarize_rooms(done: list[dict[str, Any]], published: dict[str, Any], *,
                                    if published.get("sent") else None),
         "deliveries_in_window": in_window,
         "deliveries_per_second": round(in_window / seconds, 1) if seconds > 0 else None,
+        # Below about 1: the members' replicas fell behind the publisher, and CPU per event,
+        # divided by the events published in the window, counts less work than they were given.
+        "kept_up": round(in_window / due_in_window, 3) if due_in_window else None,
         "per_replica": per_replica,
         "non_member_us_per_event": spread([r["us_per_event"] for r in per_replica
                                            if not r["members"]]),
@@ -341,7 +349,9 @@ ROOMS_COLUMNS = [
     ("all replicas: CPU µs / delivery", "---:", field("cluster_web_us_per_delivery", 2)),
     ("broker: CPU µs / event", "---:", field("broker_us_per_event", 1)),
     ("replica idle CPU (ms/s), mean / max", "---:", low_high("replica_idle_ms_per_s")),
-    ("events/s (window)", "---:", field("events_per_second")),
+    ("events/s (window)", "---", lambda system: fmt(system["events_per_second"]) + (
+        f" (fell behind: {system['kept_up']:.0%} of the deliveries due in the window)"
+        if system.get("kept_up") is not None and system["kept_up"] < FELL_BEHIND else "")),
     ("other CPU (cores)", "---:", field("other_cores", 2)),
     ("load before → after", "---", load),
 ]
@@ -376,7 +386,9 @@ ROOMS_NOTE = (
     "Rooms: CPU per event is a process's utime+stime (its children's too) over the steady window, "
     "less what it used while idle (every client in, nothing sent, just before) for as long, "
     "divided by the events published in the window; all replicas per delivery likewise, summed "
-    "over the replicas, per event received by a client. Broker: RabbitMQ for this stack and the "
+    "over the replicas, per event received by a client. Fell behind: the members received fewer "
+    "events in the window than were published in it; the CPU figures then count less work than "
+    "the replicas were given (read them as a floor). Broker: RabbitMQ for this stack and the "
     "recipe, redis-server for Node. The publisher is a process of its own (this stack's emitter, "
     "a stock KombuManager, a Node process with the adapter), not counted in either.")
 

@@ -3,7 +3,7 @@
     python -m bench.run [--scenarios fanout-10,fanout-20,idle-10k] [--systems stack,recipe,node]
                         [--clients 1500] [--rate R] [--duration 20] [--warmup 4]
                         [--replicas 3] [--generators 2] [--connect-rate 500]
-                        [--rooms 10] [--room-clients 20] [--room-rate 200] [--idle-seconds 6]
+                        [--rooms 10] [--room-clients 20] [--room-rate 100] [--idle-seconds 6]
                         [--output FILE] [--markdown FILE] [--docs docs/benchmarks.md]
                         [--section NAME | --no-docs]
 
@@ -579,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rooms", type=int, default=10, help="rooms of the rooms scenarios")
     parser.add_argument("--room-clients", type=int, default=20,
                         help="members of each room in the rooms scenarios")
-    parser.add_argument("--room-rate", type=float, default=200.0,
+    parser.add_argument("--room-rate", type=float, default=100.0,
                         help="events/s of the rooms scenarios, round-robin over the rooms")
     parser.add_argument("--idle-seconds", type=float, default=6.0,
                         help="rooms: seconds of idle CPU measured before sending, subtracted")
