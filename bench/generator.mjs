@@ -21,7 +21,8 @@
 // {data: {i: k, t: <send time, epoch ms>}}; every client records each `my_response` carrying such
 // data: its latency (receipt time - t; one machine, one clock), duplicates, and whether it arrived
 // inside the window. When every connected client has every message, or at the deadline, it prints
-// {"event": "done", ...} with the counts and a latency histogram (0.1 ms buckets) and exits.
+// {"event": "done", ...} with the counts and a latency histogram (0.1 ms buckets) and exits (with
+// `targets`: once its stdin is closed).
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
 
@@ -225,4 +226,10 @@ say({
   errors: Object.fromEntries(errors),
   cpuSeconds: (cpu.user + cpu.system) / 1e6,
   histogram: Object.fromEntries(run.histogram),
-}, () => process.exit(0));
+}, () => {
+  if (!targets) process.exit(0);
+  // Rooms: the clients stay connected until the runner closes stdin (it measures the servers'
+  // idle CPU, every client in, after the events too).
+  process.stdin.on("end", () => process.exit(0));
+  process.stdin.resume();
+});

@@ -107,16 +107,16 @@ def summarize(done: list[dict[str, Any]], samples: list[dict], window: list[floa
 
 
 def summarize_rooms(done: list[dict[str, Any]], published: dict[str, Any], *,
-                    samples: list[dict], window: list[float], idle_window: list[float],
+                    samples: list[dict], window: list[float],
+                    idle_windows: list[list[float]],
                     replicas: list[tuple[str, str, int]], groups: dict[str, list[int]],
                     machine_samples: list[dict]) -> dict[str, Any]:
     """The figures of a rooms scenario. `replicas`: (sampler group, replica id, room members) of
     each replica. CPU per event: the process's CPU over the steady window less its idle CPU (its
-    rate over `idle_window`, every client in and nothing sent) for as long, divided by the events
-    the publisher sent in the window; raw figures (idle not subtracted) beside them."""
+    lowest rate over `idle_windows`, every client in and nothing sent) for as long, divided by the
+    events the publisher sent in the window; raw figures (idle not subtracted) beside them."""
     start, end = window[0] / 1000, window[1] / 1000
-    idle_start, idle_end = idle_window[0] / 1000, idle_window[1] / 1000
-    seconds, idle_seconds = end - start, idle_end - idle_start
+    seconds = end - start
     events = published["inWindow"]
     in_window = sum(d["inWindow"] for d in done)
     delivery = deliveries(done)
@@ -124,11 +124,19 @@ def summarize_rooms(done: list[dict[str, Any]], published: dict[str, Any], *,
     due_in_window = (delivery["expected"] * events / published["sent"]
                      if published.get("sent") else 0.0)
 
+    def idle_rates(group: str) -> list[float]:
+        """The group's CPU rate (cores) in each idle window."""
+        rates = []
+        for idle_start, idle_end in idle_windows:
+            idle = procstats.cpu_between(samples, group, idle_start / 1000, idle_end / 1000)
+            if idle is not None and idle_end > idle_start:
+                rates.append(idle / ((idle_end - idle_start) / 1000))
+        return rates
+
     def used(group: str) -> tuple[float | None, float | None]:
-        """(CPU seconds in the window, its idle rate in cores)."""
-        cpu = procstats.cpu_between(samples, group, start, end)
-        idle = procstats.cpu_between(samples, group, idle_start, idle_end)
-        return cpu, (idle / idle_seconds if idle is not None and idle_seconds > 0 else None)
+        """(CPU seconds in the window, its idle rate in cores: the lowest measured)."""
+        rates = idle_rates(group)
+        return procstats.cpu_between(samples, group, start, end), min(rates) if rates else None
 
     def per_event(seconds_used: float | None) -> float | None:
         return round(1e6 * seconds_used / events, 1) if seconds_used is not None and events \
@@ -144,6 +152,7 @@ def summarize_rooms(done: list[dict[str, Any]], published: dict[str, Any], *,
             "replica": replica_id, "members": members,
             "cpu_seconds": round(cpu, 3) if cpu is not None else None,
             "idle_ms_per_s": round(1000 * idle_rate, 2) if idle_rate is not None else None,
+            "idle_ms_per_s_measured": [round(1000 * rate, 2) for rate in idle_rates(group)],
             "us_per_event": per_event(marginal(cpu, idle_rate)),
             "us_per_event_raw": per_event(cpu)})
 
@@ -165,7 +174,7 @@ def summarize_rooms(done: list[dict[str, Any]], published: dict[str, Any], *,
         "misrouted": sum(d.get("misrouted", 0) for d in done),
         "members": sum(d.get("members", 0) for d in done),
         "window_seconds": round(seconds, 2),
-        "idle_seconds": round(idle_seconds, 2),
+        "idle_seconds": [round((b - a) / 1000, 2) for a, b in idle_windows],
         "events_in_window": events,
         "events_per_second": round(events / seconds, 1) if seconds > 0 else None,
         "publisher_max_lag_ms": published.get("maxLagMs"),
@@ -384,7 +393,8 @@ def rooms_table(scenarios: list[dict[str, Any]]) -> list[str]:
 
 ROOMS_NOTE = (
     "Rooms: CPU per event is a process's utime+stime (its children's too) over the steady window, "
-    "less what it used while idle (every client in, nothing sent, just before) for as long, "
+    "less what it used while idle (every client in, nothing sent: the lower of a period just "
+    "before and one just after) for as long, "
     "divided by the events published in the window; all replicas per delivery likewise, summed "
     "over the replicas, per event received by a client. Fell behind: the members received fewer "
     "events in the window than were published in it; the CPU figures then count less work than "

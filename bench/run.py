@@ -16,9 +16,9 @@ joined with the app's `join` event, plus one client in no room on every replica;
 process beside the system (a backend: bench/publisher.py, bench/peer/publisher.mjs) emits
 ROOM_RATE `my_response` events/s for DURATION seconds, round-robin over the rooms. local: every
 member of every room is on replica 1; spread: every room has members on every replica. Per
-replica: CPU per event over the steady window less its CPU while idle (IDLE_SECONDS with every
-client in, nothing sent, just before). Systems by default: stack, recipe, node-sharded for rooms,
-the others for fanout and idle (--systems applies to all).
+replica: CPU per event over the steady window less its CPU while idle (every client in, nothing
+sent: the lower of IDLE_SECONDS just before and IDLE_SECONDS just after). Systems by default:
+stack, recipe, node-sharded for rooms, the others for fanout and idle (--systems applies to all).
 
 For each scenario, each system in turn is started alone (bench/systems.py), loaded by Node
 processes running bench/generator.mjs (the official socket.io-client, WebSocket transport only),
@@ -33,6 +33,7 @@ bench/results/, a markdown table, and the generated section of docs/benchmarks.m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -223,6 +224,8 @@ class LineProcess:
                 return message
 
     def finish(self, timeout: float = 15) -> None:
+        with contextlib.suppress(OSError):
+            self.popen.stdin.close()  # what a rooms generator waits for before it exits
         try:
             self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -370,6 +373,15 @@ def room_plan(scenario: dict[str, Any]) -> list[dict[str, Any]]:
     return plan
 
 
+def idle_window(seconds: float) -> list[float]:
+    """[start, end] in epoch ms of `seconds` of waiting, a second after now (the last traffic
+    settles)."""
+    time.sleep(1.0)
+    start = time.time() * 1000
+    time.sleep(seconds)
+    return [start, time.time() * 1000]
+
+
 def measure_rooms(system_name: str, scenario: dict[str, Any], args) -> dict[str, Any]:
     label = f"[{scenario['name']}] {system_name}"
     replicas = scenario["replicas"]
@@ -428,11 +440,10 @@ def measure_rooms(system_name: str, scenario: dict[str, Any], args) -> dict[str,
         result["connect_seconds"] = round(max(c["seconds"] for c in connected), 1)
         result["errors"] = report.merge_counts(c["errors"] for c in connected)
         # Idle: every client in, nothing sent. What each process uses then is subtracted from
-        # its CPU in the window: what is left is the cost of the events.
-        time.sleep(1.0)
-        idle_window = [time.time() * 1000]
-        time.sleep(args.idle_seconds)
-        idle_window.append(time.time() * 1000)
+        # its CPU in the window: what is left is the cost of the events. Measured before and
+        # after the events, the lower taken: a process may still be busy after its start (a
+        # Node process compiling, collecting) or after the events (catching up).
+        idle_windows = [idle_window(args.idle_seconds)]
         failed = result["connect_failed"] + result["join_failed"]
         progress(f"{label}: {result['joined']} joined in {result['connect_seconds']}s"
                  f"{f', {failed} did not' if failed else ''}; {scenario['rate']:g} events/s to "
@@ -453,10 +464,11 @@ def measure_rooms(system_name: str, scenario: dict[str, Any], args) -> dict[str,
         done_deadline = time.monotonic() + (deadline_ms - now_ms) / 1000 + 30
         published = publisher.wait_for("done", done_deadline)
         done = [g.wait_for("done", done_deadline) for g in generators]
-        samples, sampler = sampler.stop(), None
         completed = True
+        idle_windows.append(idle_window(args.idle_seconds))
+        samples, sampler = sampler.stop(), None
         result.update(report.summarize_rooms(
-            done, published, samples=samples, window=window, idle_window=idle_window,
+            done, published, samples=samples, window=window, idle_windows=idle_windows,
             replicas=[(group, replica_id, count) for (group, replica_id, _), count
                       in zip(replica_groups, members, strict=True)],
             groups=pids, machine_samples=machine.stop()))
@@ -582,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--room-rate", type=float, default=100.0,
                         help="events/s of the rooms scenarios, round-robin over the rooms")
     parser.add_argument("--idle-seconds", type=float, default=6.0,
-                        help="rooms: seconds of idle CPU measured before sending, subtracted")
+                        help="rooms: seconds of idle CPU measured before and after sending "
+                        "(the lower is subtracted)")
     parser.add_argument("--output", type=Path, help="the JSON results (default bench/results/)")
     parser.add_argument("--markdown", type=Path, help="also write the markdown here")
     parser.add_argument("--docs", type=Path, default=DOCS)
