@@ -339,12 +339,14 @@ def low_high(key: str) -> Callable[[dict[str, Any]], str]:
 
 
 def room_delivered(system: dict[str, Any]) -> str:
-    text = delivered(system)
-    missing = system["members"] - system["joined"] if "joined" in system else 0
-    extra = [f"{system['misrouted']} to non-members"] if system.get("misrouted") else []
-    if system.get("join_failed") or missing:
-        extra.append(f"{system.get('join_failed') or missing} did not join")
-    return text + (f" ({', '.join(extra)})" if extra else "")
+    """As delivered(), with the clients whose join failed and the events to non-members."""
+    counts = [(system.get("connect_failed"), "did not connect"),
+              (system.get("join_failed"), "did not join"),
+              (system.get("disconnected"), "disconnected"),
+              (system.get("duplicates"), "duplicates"),
+              (system.get("misrouted"), "to non-members")]
+    extra = [f"{count} {what}" for count, what in counts if count]
+    return f"{system['delivery_ratio']:.4f}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 # (header, alignment, cell) per column after the scenario's and the system's names
