@@ -127,10 +127,11 @@ loadtest-compare: $(VENV)/.installed $(LOADTEST_VENV)/.installed ## the same loa
 # The benchmark (bench/): this stack, the Flask-SocketIO recipe and a Node socket.io peer, side by
 # side, loaded by Node socket.io-client processes. Knobs as for the load test, in capitals
 # (CLIENTS=200 RATE=5 DURATION=5 SCENARIOS=fanout-10,idle-10k SYSTEMS=stack,node SECTION=before
-# STACK_REV=<commit>: this stack as of that commit);
+# STACK_REV=<commit>: this stack as of that commit; for SCENARIOS=rooms-local-3,rooms-spread-12:
+# ROOMS=10 ROOM_CLIENTS=20 ROOM_RATE=100 IDLE_SECONDS=6);
 # unset ones keep bench/run.py's defaults (`$(PY) -m bench.run --help`).
 BENCH_KNOBS := SCENARIOS SYSTEMS CLIENTS RATE DURATION WARMUP DRAIN GENERATORS CONNECT_RATE SECTION \
-	STACK_REV
+	STACK_REV ROOMS ROOM_CLIENTS ROOM_RATE IDLE_SECONDS
 .PHONY: bench
 bench: install $(LOADTEST_VENV)/.installed ## benchmark this stack vs the Flask-SocketIO recipe vs Node socket.io (CLIENTS, RATE, DURATION, SCENARIOS); updates docs/benchmarks.md
 	$(PY) -m bench.run --replicas $(REPLICAS) $(strip $(foreach knob,$(BENCH_KNOBS),$(if $($(knob)),--$(shell echo $(knob) | tr A-Z_ a-z-) $($(knob)))))

@@ -6,21 +6,30 @@
 // Config: {url, clients, connectRate (per second), addresses (local 127.0.0.x to connect from),
 // broadcaster (true in one process: its first client sends the broadcasts), connectTimeoutMs,
 // warm (how many clients to connect one after the other before the others come at connectRate)}.
+// The rooms scenarios give `targets` instead of url and clients: one {url, room, roomIndex} per
+// client (room null for a client that joins no room), and `roomCount`. Each such client connects
+// to its own url (a replica's port), sends `join` {room} with an ack and counts as ready once the
+// ack came without an error; it expects message k when k % roomCount is its roomIndex (whoever
+// sends them: bench/publisher.py or bench/peer/publisher.mjs), and counts any other as misrouted.
 //
 // It talks to the runner (bench/run.py) in JSON lines: it prints {"event": "warm"} once the warm
 // clients are connected, {"event": "connected", ...} once every client connected, failed or timed
-// out, then waits for one command on stdin:
+// out (members: joined or not), then waits for one command on stdin:
 //     {"cmd": "go", "start": <epoch ms>, "messages": M, "intervalMs": I,
 //      "window": [<epoch ms>, <epoch ms>], "deadline": <epoch ms>}
 // The broadcaster sends message k (k = 0..M-1) at start + k*I as `my_broadcast_event` with
 // {data: {i: k, t: <send time, epoch ms>}}; every client records each `my_response` carrying such
 // data: its latency (receipt time - t; one machine, one clock), duplicates, and whether it arrived
 // inside the window. When every connected client has every message, or at the deadline, it prints
-// {"event": "done", ...} with the counts and a latency histogram (0.1 ms buckets) and exits.
+// {"event": "done", ...} with the counts and a latency histogram (0.1 ms buckets) and exits (with
+// `targets`: once its stdin is closed).
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
 
 const config = JSON.parse(process.argv[2]);
+const targets = config.targets ?? null;
+if (targets) config.clients = targets.length;
+const target = (index) => (targets ? targets[index] : { url: config.url, room: null, roomIndex: -1 });
 const now = () => performance.timeOrigin + performance.now();
 const say = (message, then) => process.stdout.write(`${JSON.stringify(message)}\n`, then);
 
@@ -28,6 +37,10 @@ const sockets = [];
 const errors = new Map(); // message -> count, for connect errors and disconnect reasons
 let connected = 0;
 let failed = 0;
+let joined = 0;
+let joinFailed = 0;
+let settledClients = 0; // connected (and joined, for members) or failed
+const isMember = new Uint8Array(config.clients); // joined a room
 let disconnected = 0;
 let run = null; // set by "go"
 
@@ -46,6 +59,10 @@ function onResponse(index, payload) {
     run.unexpected += 1;
     return;
   }
+  if (targets && data.i % config.roomCount !== target(index).roomIndex) {
+    run.misrouted += 1; // an event of a room this client is not in
+    return;
+  }
   const slot = index * run.messages + data.i;
   if (run.seen[slot]) {
     run.duplicates += 1;
@@ -61,8 +78,16 @@ function onResponse(index, payload) {
   run.lastReceipt = received;
 }
 
-function open(index, settled = () => {}) {
-  const socket = io(config.url, {
+function open(index, whenSettled = () => {}) {
+  const { url, room } = target(index);
+  let done = false;
+  const settled = () => {
+    if (done) return;
+    done = true;
+    settledClients += 1;
+    whenSettled();
+  };
+  const socket = io(url, {
     transports: ["websocket"],
     // Asks for connection state recovery (the "stack-recovering" system): every event then
     // comes through the replica's recovery log, with its offset.
@@ -76,7 +101,20 @@ function open(index, settled = () => {}) {
   socket.on("connect", () => {
     up = true;
     connected += 1;
-    settled();
+    if (!room) {
+      settled();
+      return;
+    }
+    socket.timeout(config.connectTimeoutMs).emit("join", { room }, (error, answer) => {
+      if (error || (answer && answer.error)) {
+        joinFailed += 1;
+        note("join", error ? error.message : answer.error);
+      } else {
+        joined += 1;
+        isMember[index] = 1;
+      }
+      settled();
+    });
   });
   socket.on("connect_error", (error) => {
     failed += 1;
@@ -121,11 +159,12 @@ await new Promise((resolve) => {
   }, 10);
 });
 const settleDeadline = now() + config.connectTimeoutMs + 5000;
-while (connected + failed < config.clients && now() < settleDeadline) {
+while (settledClients < config.clients && now() < settleDeadline) {
   await new Promise((resolve) => setTimeout(resolve, 50));
 }
 say({
   event: "connected", connected, failed, pending: config.clients - connected - failed,
+  joined, joinFailed,
   seconds: (now() - connectStarted) / 1000,
   errors: Object.fromEntries(errors),
 });
@@ -141,7 +180,7 @@ const command = await new Promise((resolve) => {
 const clientsAtStart = connected;
 run = {
   ...command, seen: new Uint8Array(config.clients * command.messages), received: 0,
-  duplicates: 0, unexpected: 0, inWindow: 0, histogram: new Map(), max: 0, lastReceipt: null,
+  duplicates: 0, unexpected: 0, misrouted: 0, inWindow: 0, histogram: new Map(), max: 0, lastReceipt: null,
 };
 const cpuBefore = process.cpuUsage();
 const disconnectedBefore = disconnected;
@@ -162,7 +201,11 @@ if (config.broadcaster && sockets.length > 0) {
   setTimeout(sendDue, Math.max(0, run.start - now()));
 }
 
-const expected = clientsAtStart * run.messages;
+// Members: the messages of their room (k % roomCount == roomIndex), if they joined it.
+const ofRoom = (roomIndex) => Math.max(0, Math.ceil((run.messages - roomIndex) / config.roomCount));
+const expected = targets
+  ? targets.reduce((sum, t, index) => sum + (isMember[index] ? ofRoom(t.roomIndex) : 0), 0)
+  : clientsAtStart * run.messages;
 while (run.received < expected && now() < run.deadline) {
   await new Promise((resolve) => setTimeout(resolve, 50));
 }
@@ -174,6 +217,8 @@ say({
   received: run.received,
   duplicates: run.duplicates,
   unexpected: run.unexpected,
+  misrouted: run.misrouted,
+  members: targets ? isMember.reduce((a, b) => a + b, 0) : 0,
   inWindow: run.inWindow,
   maxMs: run.max,
   lastReceipt: run.lastReceipt,
@@ -181,4 +226,10 @@ say({
   errors: Object.fromEntries(errors),
   cpuSeconds: (cpu.user + cpu.system) / 1e6,
   histogram: Object.fromEntries(run.histogram),
-}, () => process.exit(0));
+}, () => {
+  if (!targets) process.exit(0);
+  // Rooms: the clients stay connected until the runner closes stdin (it measures the servers'
+  // idle CPU, every client in, after the events too).
+  process.stdin.on("end", () => process.exit(0));
+  process.stdin.resume();
+});

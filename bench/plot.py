@@ -1,6 +1,7 @@
 """The figure of a `make bench` run: per scenario, web CPU per 1,000 deliveries, latency p50/p99
 and memory per connection of each system, side by side (docs/benchmarks-latest.png, or
-docs/benchmarks-before.png for SECTION=before).
+docs/benchmarks-before.png for SECTION=before); for the rooms scenarios, the CPU per event of the
+replicas without a member and of those with members instead of CPU per delivery and memory.
 
     .venv-loadtest/bin/python -m bench.plot RESULTS.json OUTPUT.png
 
@@ -20,14 +21,22 @@ import matplotlib.pyplot as plt
 
 LABELS = {"stack": "this stack", "stack-recovering": "this stack, clients recovering",
           "stack-no-recovery": "this stack, recovery off", "recipe": "Flask-SocketIO recipe",
-          "node": "Node socket.io"}
+          "node": "Node socket.io", "node-sharded": "Node, sharded adapter"}
 COLORS = {"stack": "#2a7ab9", "stack-recovering": "#7fb3dc", "stack-no-recovery": "#1b4f78",
-          "recipe": "#9a9a9a", "node": "#6aa84f"}
+          "recipe": "#9a9a9a", "node": "#6aa84f", "node-sharded": "#38761d"}
 PANELS = (  # (title, value of one system's result)
     ("web CPU-ms per 1,000 deliveries", lambda r: 1000 * r["cpu_per_1000"]["web"]),
     ("latency p50 (ms)", lambda r: r["latency_ms"]["p50"]),
     ("latency p99 (ms)", lambda r: r["latency_ms"]["p99"]),
     ("KiB per connection", lambda r: r["memory_per_connection_kib"]),
+)
+ROOMS_PANELS = (  # a replica's CPU per event: the mean of those without a member, of those with
+    ("replicas without a member: CPU µs / event",
+     lambda r: (r["non_member_us_per_event"] or {}).get("mean")),
+    ("replicas with members: CPU µs / event",
+     lambda r: (r["member_us_per_event"] or {}).get("mean")),
+    ("latency p50 (ms)", lambda r: r["latency_ms"]["p50"]),
+    ("latency p99 (ms)", lambda r: r["latency_ms"]["p99"]),
 )
 
 
@@ -37,11 +46,14 @@ def plot(results: dict, output: Path) -> None:
                                 figsize=(4 * len(PANELS), 2.8 * len(scenarios)))
     for row, scenario in zip(axes, scenarios, strict=True):
         measured = [r for r in scenario["systems"] if "error" not in r]
-        for ax, (title, value) in zip(row, PANELS, strict=True):
-            heights = [value(r) for r in measured]
-            bars = ax.bar([LABELS.get(r["system"], r["system"]) for r in measured], heights,
+        panels = ROOMS_PANELS if scenario["kind"] == "rooms" else PANELS
+        for ax, (title, value) in zip(row, panels, strict=True):
+            heights = [value(r) for r in measured]  # None: no such replica (spread has none)
+            bars = ax.bar([LABELS.get(r["system"], r["system"]) for r in measured],
+                          [0 if h is None else h for h in heights],
                           color=[COLORS.get(r["system"], "#444") for r in measured])
-            ax.bar_label(bars, fmt="%.3g", fontsize=8)
+            ax.bar_label(bars, labels=["-" if h is None else f"{h:.3g}" for h in heights],
+                         fontsize=8)
             ax.set_title(f"{scenario['name']}: {title}", fontsize=9)
             ax.tick_params(axis="x", labelsize=7)
             ax.margins(y=0.2)

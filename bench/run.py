@@ -3,12 +3,22 @@
     python -m bench.run [--scenarios fanout-10,fanout-20,idle-10k] [--systems stack,recipe,node]
                         [--clients 1500] [--rate R] [--duration 20] [--warmup 4]
                         [--replicas 3] [--generators 2] [--connect-rate 500]
+                        [--rooms 10] [--room-clients 20] [--room-rate 100] [--idle-seconds 6]
                         [--output FILE] [--markdown FILE] [--docs docs/benchmarks.md]
                         [--section NAME | --no-docs]
 
 Scenarios: `fanout-R` (CLIENTS WebSocket clients, one of them broadcasts R messages/s to all for
 DURATION seconds) and `idle-N` (N idle WebSocket clients on ONE replica, `idle-10k` = 10,000, then
 one broadcast to all). `--rate R` replaces the fan-out scenarios by `fanout-R`.
+`rooms-local-N` and `rooms-spread-N`: N replicas, ROOMS rooms of ROOM_CLIENTS WebSocket clients
+each, connected straight to their replica's port (no nginx, so that placement is exact) and
+joined with the app's `join` event, plus one client in no room on every replica; a publisher
+process beside the system (a backend: bench/publisher.py, bench/peer/publisher.mjs) emits
+ROOM_RATE `my_response` events/s for DURATION seconds, round-robin over the rooms. local: every
+member of every room is on replica 1; spread: every room has members on every replica. Per
+replica: CPU per event over the steady window less its CPU while idle (every client in, nothing
+sent: the lower of IDLE_SECONDS just before and IDLE_SECONDS just after). Systems by default:
+stack, recipe, node-sharded for rooms, the others for fanout and idle (--systems applies to all).
 
 For each scenario, each system in turn is started alone (bench/systems.py), loaded by Node
 processes running bench/generator.mjs (the official socket.io-client, WebSocket transport only),
@@ -23,6 +33,7 @@ bench/results/, a markdown table, and the generated section of docs/benchmarks.m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -42,12 +53,14 @@ from typing import Any
 from bench import report
 from bench.systems import (
     CLIENTS_ASK_FOR_RECOVERY,
+    DEFAULT_SYSTEMS,
     SYSTEMS,
     MissingDependency,
     StartupFailed,
     groups,
     make_system,
     missing_programs,
+    publisher_command,
 )
 from loadtest import procstats
 
@@ -66,6 +79,21 @@ def progress(message: str) -> None:
 def parse_scenario(name: str, args) -> dict[str, Any]:
     fanout = re.fullmatch(r"fanout-(\d+(?:\.\d+)?)", name)
     idle = re.fullmatch(r"idle-(\d+)(k?)", name)
+    rooms = re.fullmatch(r"rooms-(local|spread)-(\d+)", name)
+    if rooms:
+        placement, replicas = rooms.group(1), int(rooms.group(2))
+        if replicas < 2:
+            raise SystemExit(f"{name}: rooms scenarios need 2 replicas or more")
+        if args.rooms < 1 or args.room_clients < 1 or args.room_rate <= 0:
+            raise SystemExit("--rooms and --room-clients must be 1 or more, --room-rate above 0")
+        if placement == "spread" and args.room_clients < replicas:
+            raise SystemExit(f"{name}: a room of {args.room_clients} clients cannot have a member "
+                             f"on each of {replicas} replicas (--room-clients)")
+        return {"name": name, "kind": "rooms", "placement": placement, "replicas": replicas,
+                "rooms": args.rooms, "room_clients": args.room_clients,
+                "clients": args.rooms * args.room_clients + replicas, "rate": args.room_rate,
+                "duration": args.duration,
+                "messages": max(1, round(args.room_rate * args.duration))}
     if fanout:
         rate = float(fanout.group(1))
         return {"name": name, "kind": "fanout", "clients": args.clients, "rate": rate,
@@ -75,7 +103,8 @@ def parse_scenario(name: str, args) -> dict[str, Any]:
         clients = int(idle.group(1)) * (1000 if idle.group(2) else 1)
         return {"name": name, "kind": "idle", "clients": clients, "rate": 0.0, "duration": 0.0,
                 "replicas": 1, "messages": 1}
-    raise SystemExit(f"unknown scenario {name!r}: fanout-<rate> or idle-<clients>, e.g. idle-10k")
+    raise SystemExit(f"unknown scenario {name!r}: fanout-<rate>, idle-<clients> (e.g. idle-10k) "
+                     "or rooms-<local|spread>-<replicas> (e.g. rooms-local-3)")
 
 
 def raise_open_files(sockets: int) -> None:
@@ -155,13 +184,16 @@ class MachineSampler(threading.Thread):
         return self.samples
 
 
-class Generator:
-    """One bench/generator.mjs process; a thread reads its JSON lines so waits can time out."""
+class LineProcess:
+    """A helper process that talks JSON lines (bench/generator.mjs, the rooms publishers); a thread
+    reads its lines so waits can time out."""
 
-    def __init__(self, config: dict[str, Any]):
+    role = "helper"
+
+    def __init__(self, command: list[str], env: dict[str, str] | None = None):
         self.popen = subprocess.Popen(
-            ["node", str(GENERATOR), json.dumps(config)], cwd=ROOT, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=None, text=True, start_new_session=True)
+            command, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=None, text=True, start_new_session=True)
         self.pid = self.popen.pid
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -176,14 +208,14 @@ class Generator:
         self.popen.stdin.flush()
 
     def wait_for(self, event: str, deadline: float) -> dict[str, Any]:
-        """The generator's next `event` line; fails at the deadline or when it exits first."""
+        """The process's next `event` line; fails at the deadline or when it exits first."""
         while True:
             try:
                 line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                raise RuntimeError(f"no '{event}' from the generator in time") from None
+                raise RuntimeError(f"no '{event}' from the {self.role} in time") from None
             if line is None:
-                raise RuntimeError(f"the generator exited ({self.popen.wait()}) before '{event}'")
+                raise RuntimeError(f"the {self.role} exited ({self.popen.wait()}) before '{event}'")
             try:
                 message = json.loads(line)
             except json.JSONDecodeError:
@@ -191,12 +223,29 @@ class Generator:
             if message.get("event") == event:
                 return message
 
-    def finish(self) -> None:
+    def finish(self, timeout: float = 15) -> None:
+        with contextlib.suppress(OSError):
+            self.popen.stdin.close()  # what a rooms generator waits for before it exits
         try:
-            self.popen.wait(timeout=15)
+            self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.pid, signal.SIGKILL)
             self.popen.wait()
+
+
+class Generator(LineProcess):
+    """One bench/generator.mjs process."""
+
+    role = "generator"
+
+    def __init__(self, config: dict[str, Any]):
+        super().__init__(["node", str(GENERATOR), json.dumps(config)])
+
+
+class Publisher(LineProcess):
+    """The rooms scenarios' publisher of a system (bench/systems.py's publisher_command)."""
+
+    role = "publisher"
 
 
 def measure(system_name: str, scenario: dict[str, Any], args) -> dict[str, Any]:
@@ -299,6 +348,150 @@ def measure(system_name: str, scenario: dict[str, Any], args) -> dict[str, Any]:
     return result
 
 
+# -- rooms: events to rooms, members on one replica or on all --------------------------------------
+
+def room_names(count: int) -> list[str]:
+    # Never 20 characters long: the sharded Redis adapter takes such a room for a socket id and
+    # publishes to it on the namespace's main channel, to every process.
+    return [f"bench-room-{index}" for index in range(count)]
+
+
+def room_plan(scenario: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every client of a rooms scenario: {"replica": index from 0, "room": name or None,
+    "roomIndex"}. First one client in no room on each replica (a replica serves someone, as in
+    production, and the recipe's stock manager starts listening only at its first connect), then
+    the members, member j of room r on replica 0 (local) or on replica (r * room_clients + j) %
+    replicas (spread: room_clients >= replicas consecutive members cover every replica, and the
+    replicas hold as many members as each other, give or take one)."""
+    replicas, names = scenario["replicas"], room_names(scenario["rooms"])
+    plan = [{"replica": index, "room": None, "roomIndex": -1} for index in range(replicas)]
+    for member in range(scenario["room_clients"]):
+        for index, name in enumerate(names):
+            slot = index * scenario["room_clients"] + member
+            replica = 0 if scenario["placement"] == "local" else slot % replicas
+            plan.append({"replica": replica, "room": name, "roomIndex": index})
+    return plan
+
+
+def idle_window(seconds: float) -> list[float]:
+    """[start, end] in epoch ms of `seconds` of waiting, a second after now (the last traffic
+    settles)."""
+    time.sleep(1.0)
+    start = time.time() * 1000
+    time.sleep(seconds)
+    return [start, time.time() * 1000]
+
+
+def measure_rooms(system_name: str, scenario: dict[str, Any], args) -> dict[str, Any]:
+    label = f"[{scenario['name']}] {system_name}"
+    replicas = scenario["replicas"]
+    result: dict[str, Any] = {"system": system_name, "replicas": replicas,
+                              "placement": scenario["placement"], "through": "web processes",
+                              "load_before": [round(x, 2) for x in os.getloadavg()]}
+    system = make_system(system_name, replicas, scenario["clients"], 0.0)
+    started = time.monotonic()
+    system.start()
+    publisher: Publisher | None = None
+    generators: list[Generator] = []
+    sampler, machine = None, None
+    completed = False
+    try:
+        pids = groups(system)
+        replica_groups = [(f"replica-{replica.index}", replica.replica_id,
+                           replica.process.popen.pid) for replica in system.web]
+        command, env = publisher_command(system_name, system)
+        publisher = Publisher(command, env)
+        publisher.wait_for("ready", time.monotonic() + 90)
+        plan = room_plan(scenario)
+        members = [sum(1 for t in plan if t["replica"] == index and t["room"])
+                   for index in range(replicas)]
+        progress(f"{label}: up in {time.monotonic() - started:.1f}s ({replicas} replicas), "
+                 f"publisher ready; connecting {len(plan)} clients straight to the replicas "
+                 f"({', '.join(map(str, members))} room members, 1 more each)")
+        targets = [{"url": system.web[t["replica"]].url, "room": t["room"],
+                    "roomIndex": t["roomIndex"]} for t in plan]
+        bystanders, in_rooms = targets[:replicas], targets[replicas:]
+        shares = [(bystanders if index == 0 else []) + in_rooms[index::args.generators]
+                  for index in range(args.generators)]
+        connect_timeout_ms = 20_000
+        connect_deadline = time.monotonic() + len(plan) / args.connect_rate + 60
+        for index, share in enumerate(s for s in shares if s):
+            generators.append(Generator({
+                "targets": share, "roomCount": scenario["rooms"], "broadcaster": False,
+                "connectRate": args.connect_rate / args.generators,
+                "addresses": SOURCE_ADDRESSES[index::args.generators],
+                "connectTimeoutMs": connect_timeout_ms,
+                "recover": system_name in CLIENTS_ASK_FOR_RECOVERY,
+                # Each replica's first connections one at a time (see measure()).
+                "warm": min(len(share), 2 * replicas) if index == 0 else 0}))
+            if index == 0:
+                generators[0].wait_for("warm", connect_deadline)
+        sampler = procstats.Sampler(
+            {**pids, **{group: [pid] for group, _, pid in replica_groups},
+             "generator": [g.pid for g in generators], "publisher": [publisher.pid]},
+            interval=0.5).start()
+        machine = MachineSampler()
+        machine.start()
+        connected = [g.wait_for("connected", connect_deadline) for g in generators]
+        result["connected"] = sum(c["connected"] for c in connected)
+        result["joined"] = sum(c["joined"] for c in connected)
+        result["join_failed"] = sum(c["joinFailed"] for c in connected)
+        result["connect_failed"] = sum(c["failed"] + c["pending"] for c in connected)
+        result["connect_seconds"] = round(max(c["seconds"] for c in connected), 1)
+        result["errors"] = report.merge_counts(c["errors"] for c in connected)
+        # Idle: every client in, nothing sent. What each process uses then is subtracted from
+        # its CPU in the window: what is left is the cost of the events. Measured before and
+        # after the events, the lower taken: a process may still be busy after its start (a
+        # Node process compiling, collecting) or after the events (catching up).
+        idle_windows = [idle_window(args.idle_seconds)]
+        failed = result["connect_failed"] + result["join_failed"]
+        progress(f"{label}: {result['joined']} joined in {result['connect_seconds']}s"
+                 f"{f', {failed} did not' if failed else ''}; {scenario['rate']:g} events/s to "
+                 f"{scenario['rooms']} rooms for {scenario['duration']:g}s")
+
+        now_ms = time.time() * 1000
+        start_ms = now_ms + 500
+        interval_ms = 1000 / scenario["rate"]
+        end_ms = start_ms + scenario["messages"] * interval_ms
+        warmup = min(args.warmup, scenario["duration"] / 3)
+        window = [start_ms + warmup * 1000, end_ms]
+        deadline_ms = end_ms + args.drain * 1000
+        go = {"cmd": "go", "start": start_ms, "messages": scenario["messages"],
+              "intervalMs": interval_ms, "window": window, "deadline": deadline_ms,
+              "rooms": room_names(scenario["rooms"])}
+        for process in (*generators, publisher):
+            process.send(go)
+        done_deadline = time.monotonic() + (deadline_ms - now_ms) / 1000 + 30
+        published = publisher.wait_for("done", done_deadline)
+        done = [g.wait_for("done", done_deadline) for g in generators]
+        completed = True
+        idle_windows.append(idle_window(args.idle_seconds))
+        samples, sampler = sampler.stop(), None
+        result.update(report.summarize_rooms(
+            done, published, samples=samples, window=window, idle_windows=idle_windows,
+            replicas=[(group, replica_id, count) for (group, replica_id, _), count
+                      in zip(replica_groups, members, strict=True)],
+            groups=pids, machine_samples=machine.stop()))
+        result["errors"] = report.merge_counts([result["errors"], *(d["errors"] for d in done)])
+        cost = result["non_member_us_per_event"] or result["member_us_per_event"]
+        progress(f"{label}: delivered {result['delivery_ratio']:.4f}, p50 "
+                 f"{result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms; "
+                 f"{'replica without a member' if result['non_member_us_per_event'] else 'member'}"
+                 f" CPU {cost['mean']} µs/event (mean)")
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        if machine is not None and machine.is_alive():
+            machine.stop()
+        for process in (*generators, *([publisher] if publisher else [])):
+            process.finish(15 if completed else 0)
+        system.stop()
+        if not args.keep_logs:
+            shutil.rmtree(system.run_dir, ignore_errors=True)
+    result["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
 # -- the whole run --------------------------------------------------------------------------------
 
 def stack_revision() -> str:
@@ -379,7 +572,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios",
                         help=f"default {DEFAULT_SCENARIOS}; with --rate alone: fanout-RATE")
-    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--systems", help=f"some of {', '.join(SYSTEMS)}; default: "
+                        + "; ".join(f"{', '.join(names)} for {kind}"
+                                    for kind, names in DEFAULT_SYSTEMS.items()))
     parser.add_argument("--clients", type=int, default=1500,
                         help="clients of the fan-out scenarios")
     parser.add_argument("--rate", type=float, help="broadcasts/s of the fan-out scenarios")
@@ -393,6 +588,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=3, help="of the fan-out scenarios")
     parser.add_argument("--generators", type=int, default=2, help="Node generator processes")
     parser.add_argument("--connect-rate", type=float, default=500.0, help="new clients per second")
+    parser.add_argument("--rooms", type=int, default=10, help="rooms of the rooms scenarios")
+    parser.add_argument("--room-clients", type=int, default=20,
+                        help="members of each room in the rooms scenarios")
+    parser.add_argument("--room-rate", type=float, default=100.0,
+                        help="events/s of the rooms scenarios, round-robin over the rooms")
+    parser.add_argument("--idle-seconds", type=float, default=6.0,
+                        help="rooms: seconds of idle CPU measured before and after sending "
+                        "(the lower is subtracted)")
     parser.add_argument("--output", type=Path, help="the JSON results (default bench/results/)")
     parser.add_argument("--markdown", type=Path, help="also write the markdown here")
     parser.add_argument("--docs", type=Path, default=DOCS)
@@ -413,11 +616,15 @@ def main(argv: list[str] | None = None) -> int:
     elif args.rate is not None:
         names = [f"fanout-{args.rate:g}"] + [n for n in names if not n.startswith("fanout-")]
     scenarios = [parse_scenario(name, args) for name in names]
-    systems = [s for s in args.systems.split(",") if s]
-    unknown = set(systems) - set(SYSTEMS)
-    if unknown or not systems:
+    chosen = [s for s in (args.systems or "").split(",") if s]
+    unknown = set(chosen) - set(SYSTEMS)
+    if unknown or (args.systems is not None and not chosen):
         raise SystemExit(f"--systems takes some of {', '.join(SYSTEMS)}; got {args.systems!r}")
-    missing = missing_programs()
+
+    def systems_of(scenario: dict[str, Any]) -> list[str]:
+        return chosen or list(DEFAULT_SYSTEMS[scenario["kind"]])
+
+    missing = missing_programs(sorted({name for s in scenarios for name in systems_of(s)}))
     if missing:
         print("error: `make bench` needs what is missing here:\n  " + "\n  ".join(missing),
               file=sys.stderr)
@@ -431,15 +638,17 @@ def main(argv: list[str] | None = None) -> int:
         "stack_revision": args.revision or stack_revision(),
         "machine": machine_facts(), "generators": args.generators, "scenarios": [],
     }
-    progress(f"{len(scenarios)} scenario(s) x {len(systems)} system(s); {doc['machine']['cores']} "
-             f"cores, load average {doc['machine']['load_at_start']}")
+    progress(f"{len(scenarios)} scenario(s), {sum(len(systems_of(s)) for s in scenarios)} runs of "
+             f"a system; {doc['machine']['cores']} cores, load average "
+             f"{doc['machine']['load_at_start']}")
     failed = False
     for scenario in scenarios:
         entry = {**scenario, "systems": []}
         doc["scenarios"].append(entry)
-        for name in systems:
+        for name in systems_of(scenario):
             try:
-                entry["systems"].append(measure(name, scenario, args))
+                entry["systems"].append((measure_rooms if scenario["kind"] == "rooms"
+                                         else measure)(name, scenario, args))
             except (MissingDependency, StartupFailed, RuntimeError) as exc:
                 failed = True
                 progress(f"[{scenario['name']}] {name}: FAILED: {exc}")
