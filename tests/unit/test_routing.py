@@ -403,3 +403,19 @@ def test_a_join_after_its_room_was_picked_for_unbinding_is_bound_again_after_the
     assert [op for op in binding_broker.operations if op[0] != "confirm"] == [
         ("bind", key("lobby")), ("unbind", key("lobby")), ("bind", key("lobby"))]
 
+
+def test_a_room_left_while_its_binding_is_under_way_is_still_unbound_later(
+        replica, binding_broker):
+    """A client served by the recovery log does not wait for its binding, and any client may
+    leave (or drop) while its join waits: the room's last member is then gone before the bind
+    is confirmed, and the binding must not stay for good."""
+    replica.bindings.waits_for = lambda eio_sid, namespace: False
+    binding_broker.answering.clear()
+    replica.join("s1", "lobby")
+    binding_broker.wait_for("bind", 1)  # sent, not yet confirmed
+    replica.leave("s1", "lobby")
+    binding_broker.answering.set()
+    binding_broker.wait_for("confirm", 1)
+    replica.later(room_bindings.UNBIND_AFTER_SECONDS)
+    binding_broker.wait_for("unbind", 1)
+    assert binding_broker.keys("unbind") == [key("lobby")]
