@@ -68,8 +68,8 @@ class RoomBindings:
             # The manager is the Socket.IO server's: {namespace: {room: {sid: eio_sid}}}.
             if not self.broker.rooms.get(namespace, {}).get(room):  # its last member left
                 with self.changed:
-                    if key in self.bound or key in self.to_bind:
-                        self.idle_since[key] = self.clock()
+                    # Bound, waiting, or being bound right now (neither yet): unbound later.
+                    self.idle_since[key] = self.clock()
             return
         with self.changed:
             self.idle_since.pop(key, None)

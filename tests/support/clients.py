@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -46,6 +47,23 @@ def on_events_in_arrival_order(sio: socketio.Client, on_event: Callable[[str, st
         return receive(pkt)
 
     sio.eio._receive_packet = receive_in_order
+
+
+def on_connect_answers(sio: socketio.Client,
+                       on_answer: Callable[[str, Any], None]) -> None:
+    """Call `on_answer(namespace, data)` with the data of each CONNECT answer as it comes off the
+    connection (its sid, and the pid of a session that asked for connection state recovery),
+    which python-socketio's client reads and forgets."""
+    receive = sio.eio._receive_packet
+
+    def receive_answer(pkt):
+        if pkt.packet_type == eio_packet.MESSAGE and isinstance(pkt.data, str) \
+                and pkt.data[:1] == str(socketio_packet.CONNECT):
+            answer = socketio_packet.Packet(encoded_packet=pkt.data)
+            on_answer(answer.namespace or MAIN_NAMESPACE, answer.data)
+        return receive(pkt)
+
+    sio.eio._receive_packet = receive_answer
 
 
 class RecordingClient:
@@ -110,6 +128,39 @@ class RecordingClient:
                 self._arrivals.get(timeout=min(remaining, 0.2))
             except queue.Empty:
                 pass
+
+
+class RecoveringClient(RecordingClient):
+    """A python-socketio client that asks for connection state recovery (web/recovery/) as the
+    official client does: {"recover": true} in its CONNECT auth; it keeps the pid of the CONNECT
+    answer and the offset that came last with an event (each event it is sent carries one as
+    its last argument, so what it records is [payload, offset]). `resumed_at(url)` is the
+    official client's reconnect: a new connection, to `url`, with {pid, offset}."""
+
+    def __init__(self, url: str, auth: dict | None = None, **options):
+        super().__init__(url, auth={"recover": True, **(auth or {})}, **options)
+        self.answer: dict = {}  # the main namespace's CONNECT answer: {"sid", "pid"}
+        self.offset: str | None = None
+        on_connect_answers(self.sio, self._answered)
+
+    def _answered(self, namespace: str, data: Any) -> None:
+        if namespace == MAIN_NAMESPACE and isinstance(data, dict):
+            self.answer = data
+
+    def _record(self, namespace: str, name: str, args: list) -> None:
+        if args and isinstance(args[-1], str):
+            self.offset = args[-1]
+        super()._record(namespace, name, args)
+
+    def cut_transport(self) -> None:
+        """Drop the connection as a network failure does: no Socket.IO or Engine.IO goodbye, so
+        the replica takes it for a lost transport (a recoverable session)."""
+        self.sio.eio.ws.sock.shutdown(socket.SHUT_RDWR)
+
+    def resumed_at(self, url: str) -> RecoveringClient:
+        auth = {**self.auth, "pid": self.answer["pid"], "offset": self.offset}
+        return RecoveringClient(url, auth=auth, transports=self.transports,
+                                namespaces=self.namespaces).connect()
 
 
 def connect_many(url: str, count: int, **options) -> list[RecordingClient]:

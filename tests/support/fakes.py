@@ -6,6 +6,8 @@ and the jobs without a network or a RabbitMQ.
   connections, the seam `ManagerOnFakeBroker` replaces): records every publish in order,
   fails the publish attempts it is told to, like a connection dropped mid-publish, and can be
   unreachable, or have queues that are not started yet (a restarted RabbitMQ's streams).
+- `BindingBroker`: a FakeBroker whose channels record the room bindings of the routed exchange
+  (web/room_bindings.py), in order, and can hold the confirming round trip open.
 - `MemoryJobBroker`: kombu's in-memory transport, for the consumer: real kombu messages,
   producers and queues (ack, requeue, publish to a declared queue), no network.
 """
@@ -61,6 +63,7 @@ class FakeBroker:
     def __init__(self, fail_attempts: set[int] | frozenset[int] = frozenset(),
                  reachable: bool = True):
         self.published: list[str] = []  # message bodies, in the order the broker took them
+        self.publish_options: list[dict] = []  # each taken message's routing key, headers, ...
         self.attempts = 0  # publish attempts, failed ones included
         self.fail_attempts = set(fail_attempts)  # numbers (from 1) of the attempts that fail
         self.connections: list[FakeConnection] = []
@@ -91,12 +94,13 @@ class FakeBroker:
             if on_unblocked := connection.transport_options.get("on_unblocked"):
                 on_unblocked()
 
-    def publish(self, body: str) -> None:
+    def publish(self, body: str, options: dict | None = None) -> None:
         with self._lock:
             self.attempts += 1
             if self.attempts in self.fail_attempts:
                 raise BrokerDown(f"connection reset during publish attempt {self.attempts}")
             self.published.append(body)
+            self.publish_options.append(options or {})
             self._took.notify_all()
 
     def wait_published(self, count: int, timeout: float = 5) -> list[str]:
@@ -186,7 +190,71 @@ class FakeProducer:
 
     def publish(self, body: str, **options) -> None:
         self.broker.check()
-        self.broker.publish(body)
+        self.broker.publish(body, options)
+
+
+class BindingBroker(FakeBroker):
+    """A FakeBroker that keeps what the room bindings did on its channels: ("bind", key),
+    ("unbind", key) and ("confirm", queue) (the passive declare that answers once every method
+    before it on the channel is done), in order. While `answering` is clear, that confirming
+    round trip waits, as if RabbitMQ had not answered yet; `failing` makes the next bind raise,
+    like a connection lost mid-way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operations: list[tuple[str, str]] = []
+        self.answering = threading.Event()
+        self.answering.set()
+        self.failing = threading.Event()
+        self.changed = threading.Condition()
+
+    def connect(self, **transport_options) -> FakeConnection:
+        connection = BindingConnection(self, transport_options)
+        self.connections.append(connection)
+        return connection
+
+    def record(self, operation: str, subject: str) -> None:
+        with self.changed:
+            self.operations.append((operation, subject))
+            self.changed.notify_all()
+
+    def keys(self, operation: str) -> list[str]:
+        return [subject for done, subject in self.operations if done == operation]
+
+    def wait_for(self, operation: str, count: int, timeout: float = 5) -> None:
+        with self.changed:
+            if not self.changed.wait_for(lambda: len(self.keys(operation)) >= count, timeout):
+                raise AssertionError(f"{len(self.keys(operation))} {operation} operations of "
+                                     f"{count} within {timeout}s: {self.operations}")
+
+
+class BindingConnection(FakeConnection):
+    def channel(self) -> BindingChannel:
+        return BindingChannel(self.broker)
+
+
+class BindingChannel(FakeChannel):
+    broker: BindingBroker
+
+    def queue_bind(self, queue: str, exchange: str = "", routing_key: str = "",
+                   **options) -> None:
+        self.broker.check()
+        if self.broker.failing.is_set():
+            self.broker.failing.clear()
+            raise BrokerDown("connection reset during queue.bind")
+        self.broker.record("bind", routing_key)
+
+    def queue_unbind(self, queue: str, exchange: str = "", routing_key: str = "",
+                     **options) -> None:
+        self.broker.check()
+        self.broker.record("unbind", routing_key)
+
+    def queue_declare(self, queue: str = "", passive: bool = False,
+                      **options) -> tuple[str, int, int]:
+        if passive:
+            self.broker.answering.wait()
+            self.broker.record("confirm", queue)
+        return super().queue_declare(queue=queue, passive=passive, **options)
 
 
 DEFAULT_LIMITS = BrokerLimits()

@@ -37,6 +37,20 @@ def api_headers(key: str = STACK_ENV["API_KEY"]) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def routed_bindings(stack: Stack, exchange: str) -> set[tuple[str, str]]:
+    """(queue, routing key) of every binding of `exchange` on the stack's broker, as RabbitMQ
+    lists them (rabbitmqctl)."""
+    listed = stack.rabbitmqctl("list_bindings", "-q", "--no-table-headers", "source_name",
+                               "destination_name", "routing_key")
+    rows = (line.split("\t") for line in listed.splitlines())
+    return {(row[1], row[2]) for row in rows if len(row) == 3 and row[0] == exchange}
+
+
+def listener_queue(replica_url: str) -> str:
+    """The name of a replica's listener queue (its readiness shows it)."""
+    return requests.get(f"{replica_url}/readyz", timeout=5).json()["broker"]["listener_queue"]
+
+
 def recovery_ready(replica_url: str) -> bool:
     """Whether a replica reads its recovery streams (readiness shows it without requiring it)."""
     status = requests.get(f"{replica_url}/readyz", timeout=5).json().get("recovery")
