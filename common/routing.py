@@ -25,6 +25,7 @@ import hashlib
 from common.contract import session_replica
 
 BROADCAST_KEY = "all"
+NOBODY_KEY = "nobody"  # bound by no replica
 EVERY_KEY = "#"  # what the recovery log is bound with: it logs every routed message
 
 
@@ -70,7 +71,7 @@ def routing_keys(message: dict) -> list[str]:
             return [BROADCAST_KEY]
         rooms = room if isinstance(room, list) else [room]
         keys = dict.fromkeys(key for r in rooms for key in keys_of_room(namespace, r))
-        return list(keys) or [BROADCAST_KEY]
+        return list(keys) or [NOBODY_KEY]  # an empty list of rooms: nobody (the log keeps it)
     return [BROADCAST_KEY]  # a method of a newer python-socketio: everyone, as before
 
 

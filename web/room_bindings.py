@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 BIND_WAIT_SECONDS = 5.0  # the most a join waits for its binding (the broker is away)
 UNBIND_AFTER_SECONDS = 10.0
 UNBINDS_PER_SECOND = 200
-BATCH = 500  # binding operations sent before one round trip confirms them
+BATCH = 500  # binds sent before one round trip confirms them
+UNBINDS_PER_ROUND = 20  # unbinds (a round trip each) between two rounds of binds
 
 
 class RoomBindings:
@@ -85,6 +86,8 @@ class RoomBindings:
         deadline = started + BIND_WAIT_SECONDS
         with self.changed:
             while key not in self.bound:
+                if not (self.connected and self.broker.listener_bound):
+                    return  # nothing reaches the replica now: waiting would only hold the join
                 left = deadline - time.monotonic()
                 if left <= 0:
                     log.error("room %.50r is not bound yet after %.0fs (the broker is away?): "
@@ -121,19 +124,20 @@ class RoomBindings:
 
     def _serve(self, connection, channel) -> None:
         next_sweep = next_heartbeat = 0.0
+        unbinding: list[str] = []  # due, a few per round so that joins never wait for them all
         while True:
             with self.changed:
-                if not self.to_bind or not self.broker.listener_bound:
+                if not (self.to_bind or unbinding) or not self.broker.listener_bound:
                     self.changed.wait(1.0)
                 binds = set(list(self.to_bind)[:BATCH]) if self.broker.listener_bound else set()
                 self.to_bind -= binds
             now = self.clock()
-            sweep = now >= next_sweep and self.broker.listener_bound
-            unbinds = self._due_unbinds(now) if sweep else []
+            if now >= next_sweep and self.broker.listener_bound:
+                unbinding += self._due_unbinds(now)
+                next_sweep = now + 1.0
+            unbinds, unbinding = unbinding[:UNBINDS_PER_ROUND], unbinding[UNBINDS_PER_ROUND:]
             if binds or unbinds:
                 self._apply(channel, binds, unbinds)
-            if now >= next_sweep:
-                next_sweep = now + 1.0
             if time.monotonic() >= next_heartbeat:  # read the broker's heartbeats, send ours
                 self.broker.keep_alive(connection)
                 next_heartbeat = time.monotonic() + 1.0
@@ -149,14 +153,32 @@ class RoomBindings:
             return due
 
     def _apply(self, channel, binds: set[str], unbinds: list[str]) -> None:
+        """The binds first (the joins wait for them), then the unbinds of keys nobody joined
+        again meanwhile. A key joined again after this takes its bind to the next round, after
+        its unbind: a channel's methods are handled in order."""
         queue, exchange = self.broker.listener_queue_name, self.broker.routed_exchange().name
+        with self.changed:
+            unbinds = [key for key in unbinds if key not in binds and key not in self.bound
+                       and key not in self.to_bind]
         try:
+            if binds:
+                for key in binds:
+                    channel.queue_bind(queue=queue, exchange=exchange, routing_key=key,
+                                       nowait=True)
+                # Answered once every bind above is done: a channel's methods are handled in order.
+                channel.queue_declare(queue=queue, passive=True)
+            with self.changed:
+                if queue == self.broker.listener_queue_name:
+                    self.bound |= binds
+                else:  # the listener moved to a new queue meanwhile: bind them there
+                    self.to_bind |= binds
+                metrics.ROOM_BINDINGS.set(len(self.bound))
+                self.changed.notify_all()
+            metrics.BINDING_OPERATIONS.labels("bind").inc(len(binds))
+            binds = set()
             for key in unbinds:  # (AMQP's unbind has no no-wait: one round trip each)
                 channel.queue_unbind(queue=queue, exchange=exchange, routing_key=key)
-            for key in binds:
-                channel.queue_bind(queue=queue, exchange=exchange, routing_key=key, nowait=True)
-            # Answered after every bind above is done: a channel's methods are handled in order.
-            channel.queue_declare(queue=queue, passive=True)
+            metrics.BINDING_OPERATIONS.labels("unbind").inc(len(unbinds))
         except BaseException:
             with self.changed:  # all tried again on the next connection
                 self.to_bind |= binds
@@ -164,12 +186,6 @@ class RoomBindings:
                     if key not in self.to_bind:
                         self.idle_since.setdefault(key, 0.0)
             raise
-        metrics.BINDING_OPERATIONS.labels("bind").inc(len(binds))
-        metrics.BINDING_OPERATIONS.labels("unbind").inc(len(unbinds))
-        with self.changed:
-            self.bound |= binds
-            metrics.ROOM_BINDINGS.set(len(self.bound))
-            self.changed.notify_all()
 
     def status(self) -> dict:
         return {"connected": self.connected, "room_bindings": len(self.bound),

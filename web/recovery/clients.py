@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 IDLE_PACE_SECONDS = 0.1
 CATCH_UP_SECONDS = 2.0
 PAUSE_AFTER_SECONDS = 10.0
-START_SECONDS = 3.0
+START_SECONDS = 15.0  # a broker outage may last that long: then the client gets a new session
 
 
 @dataclass(eq=False)
