@@ -12,7 +12,7 @@ import socketio
 from common.broker import QueueManager
 from common.routing import routing_keys
 from web import upstream
-from web.recovery import Recovery
+from web.recovery import Recovery, clients
 from web.recovery.clients import PAUSE_AFTER_SECONDS
 from web.recovery.decisions import (
     CONNECTED,
@@ -288,3 +288,26 @@ def test_a_replica_with_no_use_for_the_log_stops_reading_it_and_starts_again_whe
     answer = next(json.loads(data[1:]) for s, data in sent if s == "e1" and data[0] == "0")
     assert answer["pid"] and recovery.position == 7 and recovery.memory_from == 6
     assert not recovery.may_pause()  # a client is here
+
+
+def test_a_client_that_asks_while_the_log_cannot_be_read_is_closed_to_try_again(
+        replica, monkeypatch):
+    """A broker outage while the log was paused: the client is not handed a session without
+    recovery (the official client would keep it); its session is closed, and its next try, once
+    the log is read again, is counted from its first."""
+    server, recovery, sent, clock = replica
+    monkeypatch.setattr(clients, "START_SECONDS", 0.05)
+    recovery.on_record({"kind": "session", "pid": "p1", "sid": "10.0.0.9.5000.x",
+                        "namespace": "/", "rooms": ["10.0.0.9.5000.x"], "since": 0,
+                        "replica": "web-9.x", "state": GONE, "generation": 1, "at": clock.now})
+    recovery.paused()
+    closed = []
+    monkeypatch.setattr(server.eio, "disconnect", closed.append)
+    connect(server, "e1", {"recover": True, "pid": "p1", "offset": "0"})
+    assert closed == ["e1"] and not [s for s, data in sent if s == "e1"]
+
+    clock.now += recovery.window + 1  # the broker took longer than the window to come back
+    recovery.logged(1, {"method": "recovery_mark"})
+    connect(server, "e2", {"recover": True, "pid": "p1", "offset": "0"})
+    answer = next(json.loads(data[1:]) for s, data in sent if s == "e2" and data[0] == "0")
+    assert answer == {"sid": "10.0.0.9.5000.x", "pid": "p1"}

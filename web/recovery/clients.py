@@ -27,6 +27,7 @@ from web.recovery.decisions import (
     ENDED,
     GONE,
     ROOMS,
+    LogNotReadable,
     RecoveryUnavailable,
     addressed_to,
     left_at,
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 IDLE_PACE_SECONDS = 0.1
 CATCH_UP_SECONDS = 2.0
 PAUSE_AFTER_SECONDS = 10.0
-START_SECONDS = 15.0  # a broker outage may last that long: then the client gets a new session
+START_SECONDS = 5.0  # then the session is closed, and the client tries again (a broker outage)
 
 
 @dataclass(eq=False)
@@ -109,6 +110,9 @@ class Recovery:
         self.wanted_keys: collections.Counter[str] = collections.Counter()
         self.eio_sids: collections.Counter[str] = collections.Counter()  # the fast path skips
         self.forced_sids: dict[int, str] = {}  # thread/greenlet id -> the sid to give back
+        # pid -> when its client first came back: a try the log was not readable for (a broker
+        # outage) must not count against the window when the client tries again.
+        self.came_back: dict[str, float] = {}
         self.disconnect_reasons: dict[tuple[str, str], str] = {}
         # The server's own (unwrapped) packet writer; ReplicaHooks.use_recovery
         # (web/upstream/registry.py) sets it.
@@ -119,11 +123,17 @@ class Recovery:
 
     # -- the handshake (called by web/upstream/install.py's wrappers) --------------------------
 
-    def wants(self, namespace: str, auth) -> bool:
+    def wants(self, eio_sid: str, namespace: str, auth) -> bool:
+        """Whether this CONNECT asks for recovery (it is then `begin`'s). With the log not being
+        read (paused, or starting), it waits for it; if the log cannot be read (the broker is
+        away), the session is closed so that the client tries again, keeping its pid."""
         if not (namespace in self.namespaces and isinstance(auth, dict)
                 and auth.get("recover") is True):
             return False
-        if self.position < 0:  # the log is not being read (paused, or starting): start it
+        pid = auth.get("pid")
+        if isinstance(pid, str) and pid in self.sessions:
+            self.came_back.setdefault(pid, self.clock())
+        if self.position < 0:
             self.log_wanted += 1
             self.streams.wake.set()
             try:
@@ -132,7 +142,13 @@ class Recovery:
                     time.sleep(0.005)
             finally:
                 self.log_wanted -= 1
-        return self.position >= 0
+        if self.position < 0:
+            log.warning("the recovery log is not readable within %.0fs (the broker is away?): "
+                        "closing session %s so that its client tries again", START_SECONDS,
+                        eio_sid)
+            self.server.eio.disconnect(eio_sid)
+            raise LogNotReadable(eio_sid)
+        return True
 
     def begin(self, eio_sid: str, namespace: str, auth: dict) -> Client:
         """Before the app's connect handler: the session to restore, or a new one. From here on
@@ -200,7 +216,7 @@ class Recovery:
         record = self.sessions.get(pid) if isinstance(pid, str) else None
         if record is None or record.get("namespace") != namespace:
             raise RecoveryUnavailable("unknown session")
-        away = self.clock() - left_at(record, self.heartbeats)
+        away = self.came_back.pop(pid, self.clock()) - left_at(record, self.heartbeats)
         if away > self.window:
             raise RecoveryUnavailable(f"away {away:.1f}s, longer than the window")
         if self.manager.is_connected(record["sid"], namespace):
@@ -463,6 +479,8 @@ class Recovery:
         horizon = self.window + self.checkpoint_seconds + HEARTBEAT_SECONDS
         for pid in [pid for pid, r in self.sessions.items() if now - r.get("at", 0) > horizon]:
             del self.sessions[pid]
+        for pid in [pid for pid, at in self.came_back.items() if now - at > horizon]:
+            del self.came_back[pid]
 
     def run(self) -> None:
         """The log greenlet (web/app.py starts it): reads the streams into this object for good."""

@@ -8,6 +8,12 @@ CONNECTED, GONE, ENDED = "connected", "gone", "ended"
 ROOMS = "recovery_rooms"  # a log entry: a client's rooms from here on
 
 
+class LogNotReadable(Exception):
+    """A CONNECT that asked for recovery while the log could not be read (the broker is away):
+    its session was closed, so that the client tries again with its pid; nothing more is done
+    with it."""
+
+
 class RecoveryUnavailable(Exception):
     """Why a client that came back with a pid gets a new session (logged once): its session is
     unknown or too old, or the log no longer holds what it missed (retention, a failed read)."""

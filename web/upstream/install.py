@@ -11,6 +11,7 @@ from __future__ import annotations
 from socketio import packet as socketio_packet
 
 from common.library_contract import Contract
+from web.recovery.decisions import LogNotReadable
 from web.upstream.engineio_session import PingScheduler, inline_websocket_wrapper
 from web.upstream.registry import ReplicaHooks, register
 from web.upstream.socketio_manager import BoundedAcks
@@ -135,8 +136,12 @@ def _install_connections(sio_server, hooks: ReplicaHooks) -> None:
     def connect(eio_sid, namespace, data):
         recovery = hooks.recovery
         ns = namespace or "/"
-        if recovery is None or not recovery.wants(ns, data):
-            return handle_connect(eio_sid, namespace, data)
+        try:
+            if recovery is None or not recovery.wants(eio_sid, ns, data):
+                return handle_connect(eio_sid, namespace, data)
+        except LogNotReadable:
+            return None  # its session is closed: the client tries again
+
         client = recovery.begin(eio_sid, ns, data)
         try:
             return handle_connect(eio_sid, namespace, data)
