@@ -232,8 +232,9 @@ class QueueManager(socketio.KombuManager):
                 queued_at, body, route = message
                 if isinstance(route, tuple):
                     # the other keys in CC: one publish, each queue gets it once (common/routing.py)
-                    producer.publish(body, routing_key=route[0],
-                                     headers={"CC": list(route[1:])} if len(route) > 1 else None)
+                    more = list(route[1:])
+                    producer.publish(body, routing_key=route[0], headers={
+                        "CC": more, routing.ROUTING_KEYS_HEADER: more} if more else None)
                     kind = "socketio"
                 elif route == TO_RECORDS:
                     records = self.records_exchange()

@@ -26,6 +26,9 @@ from common.contract import session_replica
 
 BROADCAST_KEY = "all"
 NOBODY_KEY = "nobody"  # bound by no replica
+# The keys after the first, as RabbitMQ's `CC` header routes them and as the recovery log reads
+# them: a stream drops `CC` (it is routing information), so they travel twice.
+ROUTING_KEYS_HEADER = "x-more-routing-keys"
 EVERY_KEY = "#"  # what the recovery log is bound with: it logs every routed message
 
 

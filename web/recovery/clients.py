@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 IDLE_PACE_SECONDS = 0.1
 CATCH_UP_SECONDS = 2.0
 PAUSE_AFTER_SECONDS = 10.0
+MAX_PID_LENGTH, MAX_CAME_BACK = 64, 10_000  # pids remembered as come back (pruned with sessions)
 START_SECONDS = 5.0  # then the session is closed, and the client tries again (a broker outage)
 
 
@@ -131,7 +132,9 @@ class Recovery:
                 and auth.get("recover") is True):
             return False
         pid = auth.get("pid")
-        if isinstance(pid, str) and pid in self.sessions:
+        # (its record may not be known yet: it left as the broker went away)
+        if isinstance(pid, str) and len(pid) <= MAX_PID_LENGTH and \
+                len(self.came_back) < MAX_CAME_BACK:
             self.came_back.setdefault(pid, self.clock())
         if self.position < 0:
             self.log_wanted += 1
@@ -154,7 +157,11 @@ class Recovery:
         """Before the app's connect handler: the session to restore, or a new one. From here on
         the log greenlet adds what it logs to `client.missed`; the fast path skips the client."""
         key = (eio_sid, namespace)
-        self._catch_up(parse_offset(auth.get("offset")))
+        self.log_wanted += 1  # the log must not pause while it catches up
+        try:
+            self._catch_up(parse_offset(auth.get("offset")))
+        finally:
+            self.log_wanted -= 1
         client = Client(pid=secrets.token_urlsafe(16), namespace=namespace, eio_sid=eio_sid,
                         start=self.position, read_until=self.position)
         self.connecting[key] = client
@@ -425,7 +432,7 @@ class Recovery:
         for offset, kept in self.memory:
             if start < offset <= until:
                 try:
-                    message = self.manager.json.loads(kept) if isinstance(kept, bytes) else kept
+                    message = kept if isinstance(kept, dict) else self.manager.json.loads(kept)
                 except ValueError:
                     continue
                 if replayable(message):

@@ -180,11 +180,14 @@ class RecoveryStreams:
             # none of this replica's clients (routed by room, common/routing.py) and are kept
             # as they came, undecoded; a kombu message per entry cost more than the rest.
             log_channel = connection.channel()
+            log_channel.auto_decode = False  # bodies as they came (bytes): most stay undecoded
             self.log_queue("next")(log_channel).declare()
             log_channel.basic_qos(0, PREFETCH, False)
             tail = LogConsumer(self, connection, log_channel, entries)
             if reader.live():
                 tail.start(reader)
+            else:  # what it knew of the log stopped being current with the connection
+                reader.paused()
             routed = routing.routed_exchange_name(self.manager.channel)
             sessions_consumer = kombu.Consumer(connection.channel(),
                                                [self.sessions_queue(sessions_start)],
@@ -303,8 +306,9 @@ class RecoveryStreams:
 
 def entry_keys(message, headers: dict, routed_exchange: str) -> list[str] | None:
     """The routing keys a log entry was published with (common/routing.py), read without
-    decoding its body; None if it did not come through the routed exchange."""
+    decoding its body; None if it did not come through the routed exchange. A stream drops the
+    `CC` header that routed the other keys: they are in `ROUTING_KEYS_HEADER` too."""
     if message.delivery_info.get("exchange") != routed_exchange:
         return None
-    cc = headers.get("CC")
-    return [message.delivery_info.get("routing_key"), *(cc if isinstance(cc, list) else ())]
+    more = headers.get(routing.ROUTING_KEYS_HEADER)
+    return [message.delivery_info.get("routing_key"), *(more if isinstance(more, list) else ())]
