@@ -19,9 +19,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-LABELS = {"stack": "this stack", "stack-recovering": "this stack, clients recovering",
-          "stack-no-recovery": "this stack, recovery off", "recipe": "Flask-SocketIO recipe",
-          "node": "Node socket.io", "node-sharded": "Node, sharded adapter"}
+LABELS = {"stack": "stack", "stack-recovering": "stack,\nrecovering",  # under narrow bars
+          "stack-no-recovery": "stack,\nrecovery off", "recipe": "recipe",
+          "node": "Node", "node-sharded": "Node,\nsharded"}
 COLORS = {"stack": "#2a7ab9", "stack-recovering": "#7fb3dc", "stack-no-recovery": "#1b4f78",
           "recipe": "#9a9a9a", "node": "#6aa84f", "node-sharded": "#38761d"}
 PANELS = (  # (title, value of one system's result)
@@ -55,6 +55,9 @@ def plot(results: dict, output: Path) -> None:
             ax.bar_label(bars, labels=["-" if h is None else f"{h:.3g}" for h in heights],
                          fontsize=8)
             ax.set_title(f"{scenario['name']}: {title}", fontsize=9)
+            if all(h is None for h in heights):
+                ax.text(0.5, 0.5, "no such replica", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=8)
             ax.tick_params(axis="x", labelsize=7)
             ax.margins(y=0.2)
     figure.suptitle(f"make bench, {results['started'][:16]} UTC, this stack at "
