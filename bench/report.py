@@ -310,13 +310,17 @@ def table(heading: str, columns: list, scenario: dict[str, Any]) -> list[str]:
     rows = [heading, "", "| system | " + " | ".join(header for header, _, _ in columns) + " |",
             "| --- | " + " | ".join(align for _, align, _ in columns) + " |"]
     for system in scenario["systems"]:
-        if "error" in system:
-            cells = [f"FAILED: {system['error'].splitlines()[0]}"] + [""] * (len(columns) - 1)
-        else:
-            cells = [cell(system) for _, _, cell in columns]
-        title = SYSTEM_TITLE.get(system["system"], system["system"])
-        rows.append(f"| {title} | " + " | ".join(cells) + " |")
+        rows.append(f"| {system_cells(system, columns)} |")
     return rows
+
+
+def system_cells(system: dict[str, Any], columns: list) -> str:
+    """A system's title and its cells of `columns` (a failed run: why, in the first)."""
+    if "error" in system:
+        cells = [f"FAILED: {system['error'].splitlines()[0]}"] + [""] * (len(columns) - 1)
+    else:
+        cells = [cell(system) for _, _, cell in columns]
+    return " | ".join([SYSTEM_TITLE.get(system["system"], system["system"]), *cells])
 
 
 def scenario_table(scenario: dict[str, Any]) -> list[str]:
@@ -384,12 +388,7 @@ def rooms_table(scenarios: list[dict[str, Any]]) -> list[str]:
              "| scenario | system | " + " | ".join(h for h, _, _ in ROOMS_COLUMNS) + " |",
              "| --- | --- | " + " | ".join(a for _, a, _ in ROOMS_COLUMNS) + " |"]
     for scenario, system in rows:
-        if "error" in system:
-            cells = [f"FAILED: {system['error'].splitlines()[0]}"] + [""] * (len(ROOMS_COLUMNS) - 1)
-        else:
-            cells = [cell(system) for _, _, cell in ROOMS_COLUMNS]
-        title = SYSTEM_TITLE.get(system["system"], system["system"])
-        lines.append(f"| {scenario['name']} | {title} | " + " | ".join(cells) + " |")
+        lines.append(f"| {scenario['name']} | {system_cells(system, ROOMS_COLUMNS)} |")
     return lines
 
 

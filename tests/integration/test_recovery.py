@@ -21,14 +21,13 @@ from scripts.stack import ROOT
 from tests.support.clients import RecordingClient
 from tests.support.metrics import replica_metric
 from tests.support.node import node_or_fail
-from tests.support.stack import STACK_ENV, recovery_ready, running_stack
+from tests.support.stack import STACK_ENV, recovery_ready, restart_replica, running_stack
 from tests.support.waiting import wait_until
 
 SCRIPT = ROOT / "tests" / "js" / "recovery_check.mjs"
 WINDOW_SECONDS = 10
 MEMORY_EVENTS = 100  # fewer than the 130 the client misses while it is away
 DRAIN_SECONDS = 2
-NGINX_FAIL_TIMEOUT_SECONDS = 10  # nginx's default (nginx/socketio.conf.template keeps it)
 BROKER_OUTAGE_SECONDS = 5
 
 
@@ -84,17 +83,7 @@ def replica_named(stack, replica_id: str):
 
 
 def restart(stack, replica) -> None:
-    """Starts a killed or drained replica again, as the next tests need it: reading the log, and
-    back in nginx's rotation, which leaves out a replica that refused a connection or answered
-    503 for fail_timeout after the last time (the next test cuts another replica: one must be
-    left to reconnect to)."""
-    wait_until(lambda: not replica.process.running(), timeout=DRAIN_SECONDS + 15,
-               what=f"{replica.replica_id} to exit")
-    started = time.monotonic()
-    stack.start_replica(replica)
-    wait_until(lambda: recovery_ready(replica.url), timeout=30,
-               what=f"{replica.replica_id}'s recovery log reader to be ready")
-    time.sleep(max(0.0, started + NGINX_FAIL_TIMEOUT_SECONDS - time.monotonic()))
+    restart_replica(stack, replica, exit_timeout=DRAIN_SECONDS + 15)
 
 
 def assert_recovered_everything_elsewhere(result: dict) -> list[str]:

@@ -31,7 +31,7 @@ from tests.support.metrics import read_metric
 from tests.support.stack import (
     api_headers,
     listener_queue,
-    recovery_ready,
+    restart_replica,
     routed_bindings,
 )
 from tests.support.waiting import wait_until
@@ -40,7 +40,6 @@ from web.room_bindings import UNBIND_AFTER_SECONDS
 BURST = 200  # events per burst: far more than a replica receives meanwhile anyway
 NOISE_PER_SECOND = 5  # what a replica's queue receives anyway: records, the worker's broadcast
 NOISE_FLOOR = 10
-NGINX_FAIL_TIMEOUT_SECONDS = 10  # nginx's default (nginx/socketio.conf.template keeps it)
 REPLICAS = {"web-1", "web-2", "web-3"}
 
 
@@ -331,16 +330,6 @@ def test_a_broadcast_reaches_every_client_on_every_replica_once(stack, clients, 
 
 # -- connection state recovery moves a session to another replica ---------------------------
 
-def restart_killed(stack: Stack, replica: Replica) -> None:
-    """Start a killed replica again, reading the log and back in nginx's rotation (which
-    leaves out a replica that refused a connection for fail_timeout) for the next tests."""
-    wait_until(lambda: not replica.process.running(), timeout=15,
-               what=f"{replica.replica_id} to exit")
-    started = time.monotonic()
-    stack.start_replica(replica)
-    wait_until(lambda: recovery_ready(replica.url), timeout=30,
-               what=f"{replica.replica_id}'s recovery log reader to be ready")
-    time.sleep(max(0.0, started + NGINX_FAIL_TIMEOUT_SECONDS - time.monotonic()))
 
 
 MISSED = 30
@@ -427,4 +416,4 @@ def test_a_recovered_session_gets_what_it_missed_then_its_sid_and_rooms_live_on_
         assert offsets == sorted(set(offsets)), "an event twice or out of log order"
     finally:
         if killed:
-            restart_killed(stack, old)
+            restart_replica(stack, old, exit_timeout=15)

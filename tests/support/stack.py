@@ -7,13 +7,14 @@ is ever skipped.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import requests
 
 from common.auth import issue_token
-from scripts.stack import MissingDependency, Stack, StartupFailed, free_port
+from scripts.stack import MissingDependency, Replica, Stack, StartupFailed, free_port
 from tests.support.waiting import wait_until
 
 # The environment of every test stack: known secrets (the tests sign tokens and call the API with
@@ -81,3 +82,20 @@ def running_stack(label: str, prepare: Callable[[Stack], None] | None = None,
     finally:
         native.stop()
         print(f"\n{label} logs: {native.run_dir}")
+
+
+NGINX_FAIL_TIMEOUT_SECONDS = 10  # nginx's default (nginx/socketio.conf.template keeps it)
+
+
+def restart_replica(stack: Stack, replica: Replica, *, exit_timeout: float) -> None:
+    """Start a killed or drained replica again, as the next tests need it: reading the log, and
+    back in nginx's rotation, which leaves out a replica that refused a connection or answered
+    503 for fail_timeout after the last time (the next test cuts another replica: one must be
+    left to reconnect to)."""
+    wait_until(lambda: not replica.process.running(), timeout=exit_timeout,
+               what=f"{replica.replica_id} to exit")
+    started = time.monotonic()
+    stack.start_replica(replica)
+    wait_until(lambda: recovery_ready(replica.url), timeout=30,
+               what=f"{replica.replica_id}'s recovery log reader to be ready")
+    time.sleep(max(0.0, started + NGINX_FAIL_TIMEOUT_SECONDS - time.monotonic()))

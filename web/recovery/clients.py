@@ -136,15 +136,7 @@ class Recovery:
         if isinstance(pid, str) and len(pid) <= MAX_PID_LENGTH and \
                 len(self.came_back) < MAX_CAME_BACK:
             self.came_back.setdefault(pid, self.clock())
-        if self.position < 0:
-            self.log_wanted += 1
-            self.streams.wake.set()
-            try:
-                deadline = time.monotonic() + START_SECONDS
-                while self.position < 0 and time.monotonic() < deadline:
-                    time.sleep(0.005)
-            finally:
-                self.log_wanted -= 1
+        self._wait_for_log(lambda: self.position >= 0, START_SECONDS)
         if self.position < 0:
             log.warning("the recovery log is not readable within %.0fs (the broker is away?): "
                         "closing session %s so that its client tries again", START_SECONDS,
@@ -157,11 +149,10 @@ class Recovery:
         """Before the app's connect handler: the session to restore, or a new one. From here on
         the log greenlet adds what it logs to `client.missed`; the fast path skips the client."""
         key = (eio_sid, namespace)
-        self.log_wanted += 1  # the log must not pause while it catches up
-        try:
-            self._catch_up(parse_offset(auth.get("offset")))
-        finally:
-            self.log_wanted -= 1
+        # A reader that reads in batches (`pace`) may be behind what the client saw elsewhere.
+        offset = parse_offset(auth.get("offset"))
+        if offset is not None:
+            self._wait_for_log(lambda: self.position >= offset, CATCH_UP_SECONDS)
         client = Client(pid=secrets.token_urlsafe(16), namespace=namespace, eio_sid=eio_sid,
                         start=self.position, read_until=self.position)
         self.connecting[key] = client
@@ -177,12 +168,19 @@ class Recovery:
             self.forced_sids[threading.get_ident()] = client.sid
         return client
 
-    def _catch_up(self, offset: int | None) -> None:
-        """Wait for the log reader to reach a returning client's offset: a reader that reads in
-        batches (`pace`) may be behind what the client saw on another replica."""
-        deadline = time.monotonic() + CATCH_UP_SECONDS
-        while offset is not None and offset > self.position and time.monotonic() < deadline:
-            time.sleep(0.005)
+    def _wait_for_log(self, reached: Callable[[], bool], seconds: float) -> None:
+        """Wait, at most `seconds`, until the log reader has `reached` where a handshake needs
+        it; meanwhile the log is live (read at once, started if paused, never paused)."""
+        if reached():
+            return
+        self.log_wanted += 1
+        self.streams.wake.set()
+        try:
+            deadline = time.monotonic() + seconds
+            while not reached() and time.monotonic() < deadline:
+                time.sleep(0.005)
+        finally:
+            self.log_wanted -= 1
 
     # -- how the log is read (web/recovery/streams.py) ------------------------------------------
 

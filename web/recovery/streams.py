@@ -131,6 +131,7 @@ class RecoveryStreams:
         self.sessions_position = -1
         self.bound = False
         self.wake = threading.Event()  # cuts a paced wait short (a client asks for the log)
+        self.behind = False  # the last paced batch filled the prefetch: read on at once
         # Whatever the publisher holds while the broker is away goes into the log, and the session
         # records into theirs, once it is back (common.broker's `_await_queues`).
         manager.await_queue(self.log_queue("next"))
@@ -197,7 +198,7 @@ class RecoveryStreams:
                 self.bound = True
                 self.backoff.reset()  # the next outage starts from the shortest pause again
                 log.info("recovery log reader bound to streams %s and %s", self.log_name,
-                          self.sessions_name)
+                         self.sessions_name)
                 next_heartbeat = next_checkpoint = next_ack = 0.0
                 acks = Acks()
                 while True:
@@ -256,8 +257,6 @@ class RecoveryStreams:
         except TimeoutError:
             pass
 
-    behind = False
-
     def _decode(self, message):  # a kombu message
         try:
             payload = message.payload
@@ -301,7 +300,6 @@ class RecoveryStreams:
             raise RecoveryUnavailable(f"reading the log back failed: {exc}") from exc
         metrics.RECOVERY_READ_BACK.inc(last - first + 1)
         return entries
-
 
 
 def entry_keys(message, headers: dict, routed_exchange: str) -> list[str] | None:

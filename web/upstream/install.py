@@ -141,7 +141,6 @@ def _install_connections(sio_server, hooks: ReplicaHooks) -> None:
                 return handle_connect(eio_sid, namespace, data)
         except LogNotReadable:
             return None  # its session is closed: the client tries again
-
         client = recovery.begin(eio_sid, ns, data)
         try:
             return handle_connect(eio_sid, namespace, data)
